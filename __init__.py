@@ -1,0 +1,42 @@
+"""Scene Diffusion: local diffusion models for Blender scenes (extension entry point).
+
+register() and unregister() only. Modules are imported here, at register time, and none
+of them imports anything heavy: torch and diffusers live in the backend process.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+
+def _modules() -> list[ModuleType]:
+    """In registration order: preferences and properties before the classes using them."""
+    from .addon import preferences, previews, properties, service
+    from .operators import backend as backend_ops
+    from .operators import texture as texture_ops
+    from .panels import backend as backend_panel
+    from .panels import status_bar
+    from .panels import texture as texture_panel
+
+    return [preferences, properties, service, previews, texture_ops, backend_ops,
+            texture_panel, backend_panel, status_bar]
+
+
+def register() -> None:
+    import bpy
+
+    for module in _modules():
+        for cls in getattr(module, "classes", ()):
+            bpy.utils.register_class(cls)
+        if hasattr(module, "register"):
+            module.register()
+
+
+def unregister() -> None:
+    import bpy
+
+    for module in reversed(_modules()):
+        if hasattr(module, "unregister"):
+            module.unregister()
+        for cls in reversed(getattr(module, "classes", ())):
+            bpy.utils.unregister_class(cls)

@@ -1,0 +1,1 @@
+"""Blender-side services. May import bpy, never torch."""

@@ -1,0 +1,34 @@
+"""Where the add-on keeps its files: the extension's user directory (survives updates)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import bpy
+
+ADDON_ID = __package__.rpartition(".")[0]  # e.g. "bl_ext.user_default.scene_diffusion"
+
+
+def user_dir() -> Path:
+    return Path(bpy.utils.extension_path_user(ADDON_ID, path="", create=True))
+
+
+def jobs_dir() -> Path:
+    path = user_dir() / "jobs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def log_path() -> Path:
+    path = user_dir() / "logs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path / "backend.log"
+
+
+def managed_venv() -> Path:
+    return user_dir() / "venv"
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")

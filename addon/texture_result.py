@@ -1,0 +1,85 @@
+"""Bring a generated texture into the scene: an Image datablock and a material on meshes.
+
+Works from object names, never from stored datablock references: the result arrives on a
+later timer tick, after which an undo step may have replaced every ID in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+
+from ..backend import protocol
+from .supervisor import Job
+
+NAME_LIMIT = 60  # Blender names hold 63 bytes; leave room for ".001"
+
+
+@dataclass(frozen=True)
+class TextureApplied:
+    image: str
+    material: str | None
+    objects: list[str]
+
+
+def name_from_prompt(prompt: str) -> str:
+    words = " ".join(prompt.split())
+    return (words[:NAME_LIMIT].rstrip() or "Texture")
+
+
+def load_image(path: Path, name: str) -> bpy.types.Image:
+    """Load and pack the PNG, so the .blend keeps it when old job folders are pruned."""
+    image = bpy.data.images.load(str(path), check_existing=False)
+    image.name = name
+    image.colorspace_settings.name = "sRGB"
+    image.pack()
+    return image
+
+
+def texture_material(name: str, image: bpy.types.Image) -> bpy.types.Material:
+    """Principled BSDF with the image on Base Color (the default new material already has
+    the BSDF wired to the output)."""
+    material = bpy.data.materials.new(name)
+    if material.node_tree is None:  # Blender 4.x; 5.x materials always have node trees
+        material.use_nodes = True
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    bsdf = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
+    tex = nodes.new("ShaderNodeTexImage")
+    tex.image = image
+    tex.location = (bsdf.location.x - 400, bsdf.location.y)
+    links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    return material
+
+
+def assign(material: bpy.types.Material, obj: bpy.types.Object) -> None:
+    """Into the active slot, or a new slot when the object has none."""
+    if obj.material_slots:
+        obj.active_material = material
+    else:
+        obj.data.materials.append(material)
+
+
+def apply_texture(image_path: Path, prompt: str, object_names: list[str],
+                  with_material: bool = True) -> TextureApplied:
+    name = name_from_prompt(prompt)
+    image = load_image(image_path, name)
+    objects = [bpy.data.objects[n] for n in object_names
+               if n in bpy.data.objects and bpy.data.objects[n].type == "MESH"]
+    if not (with_material and objects):
+        return TextureApplied(image.name, None, [])
+    material = texture_material(image.name, image)
+    for obj in objects:
+        assign(material, obj)
+    return TextureApplied(image.name, material.name, [o.name for o in objects])
+
+
+def applier(prompt: str, object_names: list[str], with_material: bool) -> Callable[[Job, protocol.Result], None]:
+    """The on_result callback of a texture job: records what it brought in on the job."""
+
+    def on_result(job: Job, result: protocol.Result) -> None:
+        job.applied = apply_texture(job.job_dir / result.outputs["image"], prompt, object_names, with_material)
+
+    return on_result

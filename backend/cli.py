@@ -1,0 +1,159 @@
+"""Command line: the server for the add-on, and every capability for shells and scripts.
+
+    python -m backend serve
+    python -m backend texture --prompt "mossy stone wall" --seamless --out DIR
+    python -m backend models make-tiny DIR | list | check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+
+from backend import jobfolder, protocol
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+
+
+def _engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
+    parser.add_argument("--registry", help="registry file or folder (default: $SCENE_DIFFUSION_MODELS, "
+                                           "else the built-in Hugging Face ids)")
+    parser.add_argument("--allow-download", action="store_true",
+                        help="download missing models from the Hugging Face hub")
+    parser.add_argument("--allow-unsafe", action="store_true",
+                        help="also load pickled .bin weights (safetensors only by default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="JSON-lines server for the Blender add-on")
+    _engine_options(serve)
+
+    texture = sub.add_parser("texture", help="generate a texture into a job folder")
+    texture.add_argument("--prompt", required=True)
+    texture.add_argument("--negative-prompt", default="")
+    texture.add_argument("--seed", type=int, default=-1, help="-1: random (recorded in job.json)")
+    texture.add_argument("--steps", type=int, default=20)
+    texture.add_argument("--guidance", type=float, default=7.5)
+    texture.add_argument("--width", type=int, default=512)
+    texture.add_argument("--height", type=int, default=512)
+    texture.add_argument("--seamless", action="store_true", help="tile in X and Y")
+    texture.add_argument("--seamless-x", action="store_true")
+    texture.add_argument("--seamless-y", action="store_true")
+    texture.add_argument("--model", default="", help="registry model name (default: role text_to_image)")
+    texture.add_argument("--out", required=True, type=Path, help="job folder to create")
+    _engine_options(texture)
+
+    models = sub.add_parser("models", help="model registry tools")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    tiny = models_sub.add_parser("make-tiny", help="build tiny random-weight pipelines for tests and demos")
+    tiny.add_argument("dest", type=Path)
+    for name in ("list", "check"):
+        cmd = models_sub.add_parser(name, help=f"{name} what the registry resolves to")
+        cmd.add_argument("--registry")
+        cmd.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        from backend.server import serve
+
+        return serve(args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe)
+    if args.command == "texture":
+        return _texture(args)
+    return _models(args)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from backend import models
+
+    if args.models_command == "make-tiny":
+        from backend.tiny import make_tiny
+
+        print(make_tiny(args.dest))
+        return 0
+    try:
+        registry = models.load_registry(args.registry)
+    except models.ModelError as exc:
+        print(f"error: {exc.message}\n{exc.hint}", file=sys.stderr)
+        return 2
+    rows = models.describe(registry) if args.models_command == "list" else models.check(registry)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print(f"registry: {registry.path or 'built-in defaults'}")
+        for row in rows:
+            print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    return 0 if args.models_command == "list" or all(r.get("ok") for r in rows) else 1
+
+
+def _texture(args: argparse.Namespace) -> int:
+    from backend.params import ParamError, TextureParams
+
+    try:
+        params = TextureParams(
+            prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps,
+            guidance=args.guidance, width=args.width, height=args.height,
+            seamless_x=args.seamless or args.seamless_x, seamless_y=args.seamless or args.seamless_y,
+            model=args.model)
+    except ParamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run_in_folder("texture", params.to_dict(), args)
+
+
+def run_in_folder(task: str, request: dict[str, object], args: argparse.Namespace) -> int:
+    """Create the job folder at --out, run the task in this process with a progress bar."""
+    from tqdm import tqdm
+
+    from backend.runner import make_engine, run_job
+
+    try:
+        job_dir = jobfolder.create_job(args.out.parent, task, request, at=args.out)
+        engine = make_engine(args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - ModelError and friends: message and hint, no trace
+        print(f"error: {getattr(exc, 'message', exc)}\n{getattr(exc, 'hint', '')}", file=sys.stderr)
+        return 2
+    bar = tqdm(total=None, unit="step", file=sys.stderr, desc=task)
+
+    def send(message: protocol.Message) -> None:
+        if isinstance(message, protocol.Progress):
+            bar.total = message.total
+            bar.n = message.step
+            bar.refresh()
+
+    cancel = threading.Event()
+    submit = protocol.Submit(jobfolder.new_job_id(), task, str(job_dir), request)
+    try:
+        final = run_job(engine, submit, send, cancel)
+    except KeyboardInterrupt:
+        jobfolder.update_job(job_dir, status=jobfolder.CANCELLED)
+        print("\ncancelled", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    if isinstance(final, protocol.Result):
+        for name, rel in final.outputs.items():
+            print(f"{name}: {job_dir / rel}")
+        return 0
+    if isinstance(final, protocol.Error):
+        print(f"error: {final.message}\n{final.hint}", file=sys.stderr)
+    return 1

@@ -1,0 +1,490 @@
+"""Model registry, families, loading and caching of pipelines.
+
+A registry maps roles (``text_to_image``, later ControlNets, image-to-3D ...) to named
+models; a model is a Hugging Face repo id or a local diffusers folder. Loading goes through
+diffusers' real ``from_pretrained``, offline first, safetensors only unless the user opts in.
+The family of a folder is read from its JSON config before any weights load, so mixing
+SD 1.5 and SDXL parts is a clear error instead of a shape mismatch deep inside a pipeline.
+
+torch, diffusers and huggingface_hub are imported inside functions: reading and listing the
+registry stays light.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from backend import protocol
+
+if TYPE_CHECKING:
+    import torch
+
+FAMILIES = ("sd15", "sdxl")
+FAMILY_NAMES = {"sd15": "SD 1.5", "sdxl": "SDXL"}
+KINDS = ("text_to_image",)
+REGISTRY_FORMAT = 1
+REGISTRY_FILE = "registry.json"
+ENV_REGISTRY = "SCENE_DIFFUSION_MODELS"
+MAKE_TINY = "python -m backend models make-tiny DIR"
+
+# "owner/name": what a Hugging Face repo id looks like (anything else is a folder).
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+class ModelError(Exception):
+    """A user-facing model problem: ``code`` is a protocol error code, ``hint`` how to fix it."""
+
+    def __init__(self, code: str, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # registry key, e.g. "sd15"
+    source: str  # Hugging Face repo id, or an absolute local folder path
+    family: str  # one of FAMILIES
+    kind: str  # "text_to_image" for now
+    tiny: bool = False  # built by make-tiny (random weights)
+
+
+# --- registry --------------------------------------------------------------------------
+
+
+@dataclass
+class Registry:
+    path: Path | None  # file it was read from (None = built-in default)
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)  # role -> model name
+
+    def where(self) -> str:
+        return f"registry file {self.path}" if self.path else "built-in registry"
+
+    def fix_hint(self) -> str:
+        edit = (f"Edit the registry file {self.path}" if self.path
+                else f"Write a registry file ({REGISTRY_FILE})")
+        return (f"{edit}, set {ENV_REGISTRY} to another registry file or folder, or run "
+                f"`{MAKE_TINY}` and set {ENV_REGISTRY}=DIR for small offline test models.")
+
+    def resolve(self, role: str, name: str | None = None) -> ModelSpec:
+        """The model for ``role``; an explicit model ``name`` overrides the role's default."""
+        if name is not None:
+            return self._named(name, f"model '{name}' requested for role '{role}'")
+        if role not in self.roles:
+            known = ", ".join(sorted(self.roles)) or "none"
+            raise ModelError(protocol.MODEL_MISSING,
+                             f"No model for role '{role}' in the {self.where()} "
+                             f"(roles defined: {known}).", self.fix_hint())
+        return self._named(self.roles[role], f"role '{role}' points to model "
+                                             f"'{self.roles[role]}'")
+
+    def _named(self, name: str, tried: str) -> ModelSpec:
+        spec = self.models.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise ModelError(protocol.MODEL_MISSING,
+                             f"Unknown model: {tried}, which the {self.where()} does not "
+                             f"define (models: {known}).", self.fix_hint())
+        return spec
+
+
+def default_registry() -> Registry:
+    models = {
+        "sd15": ModelSpec("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "sd15",
+                          "text_to_image"),
+        "sdxl": ModelSpec("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "sdxl",
+                          "text_to_image"),
+    }
+    return Registry(path=None, models=models, roles={"text_to_image": "sd15"})
+
+
+def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
+    """Read a registry file (or a folder holding ``registry.json``).
+
+    ``None`` reads ``$SCENE_DIFFUSION_MODELS`` when set, else returns the built-in registry.
+    A file replaces the built-in registry; it does not extend it.
+    """
+    if path is None:
+        env = os.environ.get(ENV_REGISTRY, "").strip()
+        if not env:
+            return default_registry()
+        path = env
+    file = Path(path).expanduser()
+    if file.is_dir():
+        file = file / REGISTRY_FILE
+    file = file.resolve()
+    data = _read_json(file)
+    return _parse_registry(data, file)
+
+
+def _read_json(file: Path) -> Any:
+    hint = f"Point {ENV_REGISTRY} at a registry JSON file or a folder holding {REGISTRY_FILE}."
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ModelError(protocol.MODEL_MISSING,
+                         f"Cannot read model registry {file}: {exc.strerror or exc}", hint) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelError(protocol.MODEL_MISSING,
+                         f"Model registry {file} is not valid JSON: {exc}",
+                         f"Fix the JSON in {file}.") from None
+
+
+def _parse_registry(data: Any, file: Path) -> Registry:
+    def bad(why: str) -> ModelError:
+        return ModelError(protocol.MODEL_MISSING, f"Model registry {file}: {why}",
+                          f"Fix {file}; see `{MAKE_TINY}` for an example file.")
+
+    if not isinstance(data, dict):
+        raise bad("the top level must be a JSON object")
+    if data.get("format", REGISTRY_FORMAT) != REGISTRY_FORMAT:
+        raise bad(f"unsupported format {data.get('format')!r} (expected {REGISTRY_FORMAT})")
+    models, roles = data.get("models", {}), data.get("roles", {})
+    if not isinstance(models, dict) or not isinstance(roles, dict):
+        raise bad('"models" and "roles" must be JSON objects')
+    specs = {name: _parse_model(name, entry, file.parent, bad) for name, entry in models.items()}
+    for role, target in roles.items():
+        if not isinstance(target, str):
+            raise bad(f"role '{role}' must name a model")
+    return Registry(path=file, models=specs, roles=dict(roles))
+
+
+def _parse_model(name: str, entry: Any, base: Path, bad: Any) -> ModelSpec:
+    if not isinstance(entry, dict) or not isinstance(entry.get("source"), str):
+        raise bad(f"model '{name}' needs an object with a \"source\" string")
+    family = entry.get("family")
+    if family not in FAMILIES:
+        raise bad(f"model '{name}' has family {family!r}; expected one of {', '.join(FAMILIES)}")
+    kind = entry.get("kind", "text_to_image")
+    return ModelSpec(name=name, source=_resolve_source(entry["source"], base), family=family,
+                     kind=str(kind), tiny=bool(entry.get("tiny", False)))
+
+
+def _resolve_source(source: str, base: Path) -> str:
+    """Repo ids stay as they are; folders become absolute, relative ones to the file's folder.
+
+    A source is a folder when it is absolute, starts with ``.`` or ``~``, does not look like
+    ``owner/name``, or exists relative to the registry file's folder.
+    """
+    expanded = Path(source).expanduser()
+    if expanded.is_absolute():
+        return str(expanded)
+    if _REPO_ID.match(source) and not (base / source).exists():
+        return source
+    return str((base / source).resolve())
+
+
+def is_local_source(spec: ModelSpec) -> bool:
+    return not _REPO_ID.match(spec.source)
+
+
+# --- locating and family ---------------------------------------------------------------
+
+
+def locate(spec: ModelSpec) -> Path | None:
+    """The local folder holding the model, or None when it is not on this machine."""
+    if is_local_source(spec):
+        folder = Path(spec.source).expanduser()
+        return folder if folder.is_dir() else None
+    return _cached_snapshot(spec.source)
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    from huggingface_hub import snapshot_download
+
+    try:  # local_files_only: never touches the network, just resolves the cached snapshot
+        folder = snapshot_download(repo_id, local_files_only=True)
+    except (OSError, ValueError):  # not cached (LocalEntryNotFoundError) or a malformed id
+        return None
+    return Path(folder) if isinstance(folder, str) and Path(folder).is_dir() else None
+
+
+def hf_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def detect_family(folder: Path) -> tuple[str | None, str]:
+    """(family or None when unsupported, class name) from the folder's JSON config.
+
+    A pipeline folder has ``model_index.json``; a single model (a ControlNet) ``config.json``.
+    """
+    index = folder / "model_index.json"
+    if index.is_file():
+        cls = str(_load_config(index).get("_class_name", ""))
+        return _family_of_pipeline(cls), cls
+    config = folder / "config.json"
+    if config.is_file():
+        data = _load_config(config)
+        cls = str(data.get("_class_name", ""))
+        if data.get("addition_embed_type") == "text_time":  # SDXL's size/crop conditioning
+            return "sdxl", cls
+        return ("sd15" if cls in ("ControlNetModel", "UNet2DConditionModel") else None), cls
+    raise ModelError(protocol.MODEL_MISSING,
+                     f"{folder} holds neither model_index.json nor config.json: "
+                     "not a diffusers model folder.",
+                     "Point the registry at a diffusers folder (saved with save_pretrained) "
+                     "or a Hugging Face repo id.")
+
+
+def _family_of_pipeline(cls: str) -> str | None:
+    if cls.startswith("StableDiffusionXL"):
+        return "sdxl"
+    if cls.startswith("StableDiffusion3"):  # a different architecture despite the prefix
+        return None
+    if cls.startswith("StableDiffusion"):
+        return "sd15"
+    return None
+
+
+def _load_config(file: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(protocol.MODEL_MISSING, f"Cannot read {file}: {exc}",
+                         "The model folder looks damaged; download or rebuild it.") from None
+    return data if isinstance(data, dict) else {}
+
+
+def check_family(spec: ModelSpec, folder: Path) -> None:
+    """Raise MODEL_FAMILY when the folder's model is not of ``spec.family`` (no weights read)."""
+    found, cls = detect_family(Path(folder))
+    want = FAMILY_NAMES.get(spec.family, spec.family)
+    if found is None:
+        raise ModelError(protocol.MODEL_FAMILY,
+                         f"Model '{spec.name}' is declared {want}, but {folder} holds a "
+                         f"{cls or 'model of unknown class'}, which is not a supported family "
+                         f"({', '.join(FAMILY_NAMES.values())}).",
+                         f"Choose a {want} model for '{spec.name}' in the registry.")
+    if found != spec.family:
+        raise ModelError(protocol.MODEL_FAMILY,
+                         f"Model '{spec.name}' is declared {want}, but {folder} holds an "
+                         f"{FAMILY_NAMES[found]} model ({cls}).",
+                         f"Set \"family\": \"{found}\" for '{spec.name}' in the registry, or "
+                         f"point it at a {want} model.")
+
+
+def weights_problem(folder: Path, allow_unsafe: bool = False) -> str | None:
+    """Why the folder's weights cannot load (incomplete, pickle only), or None when fine."""
+    index = folder / "model_index.json"
+    if index.is_file():
+        parts = [k for k, v in _load_config(index).items()
+                 if not k.startswith("_") and isinstance(v, list) and v and v[0] is not None]
+    else:
+        parts = [""]
+    for part in parts:
+        sub = folder / part
+        if not (sub / "config.json").is_file():  # tokenizers, schedulers: no weights
+            if part and not sub.is_dir():
+                return f"incomplete: {part}/ is missing in {folder}"
+            continue
+        files = [p.name for p in sub.iterdir() if p.is_file()]
+        safe = any(n.endswith(".safetensors") for n in files)
+        pickle = any(n.endswith(_PICKLE_SUFFIXES) for n in files)
+        label = f"{part}/" if part else str(folder)
+        if not safe and not pickle:
+            return f"incomplete: no weights in {label}"
+        if not safe and not allow_unsafe:
+            return f"no safetensors in {label} (only pickle weights, which can run code when loaded)"
+    return None
+
+
+# --- listing ---------------------------------------------------------------------------
+
+
+def describe(registry: Registry) -> list[dict[str, Any]]:
+    """One row per model for ``models list``."""
+    rows = []
+    for name, spec in registry.models.items():
+        folder = locate(spec)
+        rows.append({
+            "roles": sorted(r for r, n in registry.roles.items() if n == name),
+            "name": name,
+            "family": spec.family,
+            "kind": spec.kind,
+            "source": spec.source,
+            "local": str(folder) if folder else None,
+            "tiny": spec.tiny,
+        })
+    return rows
+
+
+def check(registry: Registry, allow_unsafe: bool = False) -> list[dict[str, Any]]:
+    """One row per model for ``models check``: can it load offline, and if not, why."""
+    rows = [_check_one(spec, allow_unsafe) for spec in registry.models.values()]
+    for role, name in registry.roles.items():
+        if name not in registry.models:
+            rows.append({"name": name, "ok": False,
+                         "detail": f"role '{role}' points to model '{name}', which is not "
+                                   f"defined in the {registry.where()}"})
+    return rows
+
+
+def _check_one(spec: ModelSpec, allow_unsafe: bool) -> dict[str, Any]:
+    folder = locate(spec)
+    if folder is None:
+        return {"name": spec.name, "ok": False, "detail": missing_detail(spec)}
+    try:
+        check_family(spec, folder)
+    except ModelError as exc:
+        return {"name": spec.name, "ok": False, "detail": exc.message}
+    problem = weights_problem(folder, allow_unsafe)
+    return {"name": spec.name, "ok": problem is None, "detail": problem or f"ok: {folder}"}
+
+
+def missing_detail(spec: ModelSpec) -> str:
+    return f"missing locally: {_not_here(spec)}"
+
+
+def _not_here(spec: ModelSpec) -> str:
+    if is_local_source(spec):
+        return f"folder {spec.source} does not exist"
+    return f"{spec.source} is not in the Hugging Face cache ({hf_cache_dir()})"
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def pipeline_class(family: str) -> Any:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return {"sd15": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}[family]
+
+
+def free_memory(device: str) -> None:
+    gc.collect()  # pipelines hold reference cycles; collect before emptying device caches
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device.startswith("mps") and torch.backends.mps.is_available():
+        torch.mps.empty_cache()
+
+
+@dataclass
+class _Loaded:
+    spec: ModelSpec
+    pipeline: Any
+
+
+class PipelineCache:
+    """Loaded pipelines kept warm between jobs, one family on the device at a time."""
+
+    def __init__(self, device: str, dtype: torch.dtype, allow_download: bool = False,
+                 allow_unsafe: bool = False) -> None:
+        self.device = device
+        self.dtype = dtype
+        self.allow_download = allow_download
+        self.allow_unsafe = allow_unsafe
+        self._loaded: dict[str, _Loaded] = {}
+
+    def text_to_image(self, spec: ModelSpec) -> Any:
+        """A StableDiffusionPipeline or StableDiffusionXLPipeline, by ``spec.family``."""
+        if spec.kind != "text_to_image":
+            raise ModelError(protocol.INVALID_PARAMS,
+                             f"Model '{spec.name}' is a {spec.kind} model, not text_to_image.",
+                             "Choose a text_to_image model for this role in the registry.")
+        hit = self._loaded.get(spec.name)
+        if hit is not None and hit.spec == spec:
+            return hit.pipeline
+        source, local = self._source(spec)  # locate + family check: cheap, before any freeing
+        self._drop(lambda s: s.family != spec.family or s.name == spec.name)
+        pipeline = self._from_pretrained(spec, source, local)
+        self._loaded[spec.name] = _Loaded(spec, pipeline)
+        return pipeline
+
+    def loaded(self) -> list[str]:
+        return list(self._loaded)
+
+    def release(self) -> None:
+        self._drop(lambda s: True)
+
+    def _drop(self, which: Callable[[ModelSpec], bool]) -> None:
+        names = [n for n, item in self._loaded.items() if which(item.spec)]
+        for name in names:
+            del self._loaded[name]
+        if names:
+            free_memory(self.device)
+
+    def _source(self, spec: ModelSpec) -> tuple[str, bool]:
+        """(what to hand from_pretrained, whether it is local), family already checked."""
+        folder = locate(spec)
+        if folder is not None:
+            check_family(spec, folder)
+            return str(folder), True
+        if is_local_source(spec) or not self.allow_download or hub_offline():
+            raise ModelError(protocol.MODEL_MISSING,
+                             f"Model '{spec.name}' is not available: {_not_here(spec)}"
+                             f"{self._why_no_download(spec)}.", self._missing_hint(spec))
+        check_family(spec, self._download_index(spec))
+        return spec.source, False
+
+    def _why_no_download(self, spec: ModelSpec) -> str:
+        if is_local_source(spec):
+            return ""
+        if not self.allow_download:
+            return ", and downloads are turned off"
+        return ", and HF_HUB_OFFLINE is set"
+
+    def _missing_hint(self, spec: ModelSpec) -> str:
+        if is_local_source(spec):
+            return (f"Create the folder {spec.source} (a diffusers save_pretrained folder), "
+                    f"fix the source of '{spec.name}' in the registry, or run `{MAKE_TINY}`.")
+        return (f"Download it once with `hf download {spec.source}`, allow downloads in the "
+                f"add-on preferences, point '{spec.name}' at a local folder in the registry "
+                f"(or set {ENV_REGISTRY}), or run `{MAKE_TINY}` for small test models.")
+
+    def _load_hint(self, problem: str | None) -> str:
+        if problem and problem.startswith("no safetensors"):
+            return ("Re-save the model with save_pretrained(..., safe_serialization=True), or "
+                    "allow unsafe (pickle) weights in the add-on preferences.")
+        return "The model files look incomplete or damaged: download or rebuild them."
+
+    def _download_index(self, spec: ModelSpec) -> Path:
+        """Fetch only model_index.json so the family is checked before weights download."""
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return Path(hf_hub_download(spec.source, "model_index.json")).parent
+        except Exception as exc:  # network, auth, missing repo: all mean "cannot get it"
+            raise ModelError(protocol.MODEL_MISSING,
+                             f"Cannot download {spec.source} for model '{spec.name}': {exc}",
+                             self._missing_hint(spec)) from None
+
+    def _from_pretrained(self, spec: ModelSpec, source: str, local: bool) -> Any:
+        cls = pipeline_class(spec.family)
+        try:
+            pipeline = cls.from_pretrained(
+                source,
+                dtype=self.dtype,  # diffusers 0.42 deprecates torch_dtype for dtype
+                use_safetensors=None if self.allow_unsafe else True,
+                local_files_only=local,
+            )
+        except (OSError, ValueError) as exc:  # missing / incomplete files, pickle-only weights
+            problem = weights_problem(Path(source), self.allow_unsafe) if local else None
+            raise ModelError(protocol.MODEL_MISSING,
+                             f"Cannot load model '{spec.name}' from {source}: {problem or exc}",
+                             self._load_hint(problem)) from None
+        pipeline = pipeline.to(self.device)
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline

@@ -1,0 +1,121 @@
+"""Runs one job in its folder: job.json bookkeeping, per-job log, errors turned into messages.
+
+Shared by the server (jobs from the add-on) and the command line (jobs from a shell), so
+both leave the same folder behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend import __version__, jobfolder, protocol
+from backend.device import is_out_of_memory
+from backend.models import ModelError, PipelineCache, Registry
+from backend.tasks import TASKS, get_task
+from backend.tasks.context import JobCancelled, JobContext, TaskError
+
+log = logging.getLogger("backend")
+
+Send = Callable[[protocol.Message], None]
+
+
+@dataclass
+class Engine:
+    """What stays alive between jobs: the registry, the loaded pipelines, the device."""
+
+    registry: Registry
+    models: PipelineCache
+    device: str
+    dtype: str
+    versions: dict[str, str]
+
+
+def run_job(engine: Engine, submit: protocol.Submit, send: Send,
+            cancel_event: threading.Event | None = None) -> protocol.Message:
+    """Run ``submit`` and send progress; return (and send) the final message."""
+    job_dir = Path(submit.job_dir)
+    final = _run(engine, submit, job_dir, send, cancel_event or threading.Event())
+    send(final)
+    return final
+
+
+def _run(engine: Engine, submit: protocol.Submit, job_dir: Path, send: Send,
+         cancel_event: threading.Event) -> protocol.Message:
+    if submit.task not in TASKS:
+        return protocol.Error(submit.id, protocol.UNKNOWN_TASK, f"unknown task {submit.task!r}",
+                              f"known tasks: {', '.join(sorted(TASKS))}")
+    if not (job_dir / jobfolder.JOB_FILE).is_file():
+        return protocol.Error(submit.id, protocol.INVALID_PARAMS,
+                              f"job folder {job_dir} has no {jobfolder.JOB_FILE}",
+                              "create jobs with backend.jobfolder.create_job")
+
+    handler = logging.FileHandler(job_dir / jobfolder.LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    started = time.time()
+    jobfolder.update_job(job_dir, status=jobfolder.RUNNING, started=started,
+                         backend={"version": __version__, "device": engine.device,
+                                  "dtype": engine.dtype, "versions": engine.versions})
+
+    def report(step: int, total: int, preview: str | None, message: str) -> None:
+        send(protocol.Progress(submit.id, step, total, preview, message))
+
+    ctx = JobContext(id=submit.id, job_dir=job_dir, params=submit.params, registry=engine.registry,
+                     models=engine.models, device=engine.device, dtype=engine.dtype,
+                     report=report, cancel_event=cancel_event)
+    log.info("job %s: %s started", submit.id, submit.task)
+    try:
+        output = get_task(submit.task)(ctx)
+    except JobCancelled:
+        _finish(job_dir, started, jobfolder.CANCELLED)
+        log.info("job %s cancelled", submit.id)
+        return protocol.Cancelled(submit.id)
+    except (TaskError, ModelError) as exc:
+        return _fail(job_dir, started, submit.id, exc.code, exc.message, exc.hint)
+    except Exception as exc:  # noqa: BLE001 - any failure must become a message, not a dead backend
+        log.error("job %s failed:\n%s", submit.id, traceback.format_exc())
+        if is_out_of_memory(exc):
+            engine.models.release()
+            return _fail(job_dir, started, submit.id, protocol.OUT_OF_MEMORY,
+                         f"out of memory on {engine.device}",
+                         "lower the width and height, generate fewer images at once, "
+                         "or choose fp16 precision; the backend released its models and keeps running")
+        return _fail(job_dir, started, submit.id, protocol.INTERNAL, f"{type(exc).__name__}: {exc}",
+                     f"the traceback is in {job_dir / jobfolder.LOG_FILE}")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    _finish(job_dir, started, jobfolder.DONE, outputs=output.outputs, info=output.info)
+    log.info("job %s done in %.2f s", submit.id, time.time() - started)
+    return protocol.Result(submit.id, output.outputs, output.info)
+
+
+def _finish(job_dir: Path, started: float, status: str, **fields: object) -> None:
+    ended = time.time()
+    jobfolder.update_job(job_dir, status=status, ended=ended,
+                         timings={"run_s": round(ended - started, 3)}, **fields)
+
+
+def _fail(job_dir: Path, started: float, job_id: str, code: str, message: str,
+          hint: str) -> protocol.Error:
+    log.error("job %s failed: %s (%s)", job_id, message, code)
+    _finish(job_dir, started, jobfolder.FAILED, error={"code": code, "message": message, "hint": hint})
+    return protocol.Error(job_id, code, message, hint)
+
+
+def make_engine(device: str = "auto", precision: str = "auto", registry: str | None = None,
+                allow_download: bool = False, allow_unsafe: bool = False) -> Engine:
+    """Pick the device, read the registry; loads no weights yet."""
+    from backend.device import dtype_name, library_versions, pick_device, pick_dtype
+    from backend.models import load_registry
+
+    dev = pick_device(device)
+    dtype = pick_dtype(dev, precision)
+    return Engine(load_registry(registry), PipelineCache(dev, dtype, allow_download, allow_unsafe),
+                  dev, dtype_name(dtype), library_versions())

@@ -1,0 +1,57 @@
+"""Seamless tiling: circular padding in the convolutions of the UNet and the VAE.
+
+A texture tiles when the network sees it as lying on a torus: every convolution pads its
+input with the opposite edge instead of zeros. X and Y are independent, so a strip can
+tile horizontally only. The patch is per-instance and reversible, because the same cached
+pipeline serves seamless and ordinary jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_PATCH = "_scene_diffusion_seamless"
+
+
+def _padded_conv(conv: nn.Conv2d, pad_y: int, pad_x: int, wrap_x: bool, wrap_y: bool):  # type: ignore[no-untyped-def]
+    def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        x = F.pad(x, (pad_x, pad_x, 0, 0), mode="circular" if wrap_x else "constant")
+        x = F.pad(x, (0, 0, pad_y, pad_y), mode="circular" if wrap_y else "constant")
+        return F.conv2d(x, weight, bias, conv.stride, 0, conv.dilation, conv.groups)
+
+    return conv_forward
+
+
+def _padded_convs(modules: Iterable[nn.Module]) -> Iterable[nn.Conv2d]:
+    for root in modules:
+        for module in root.modules():
+            if isinstance(module, nn.Conv2d) and module.padding not in (0, (0, 0), "valid"):
+                yield module
+
+
+def set_seamless(modules: Iterable[nn.Module], wrap_x: bool, wrap_y: bool) -> int:
+    """Make every padded Conv2d under ``modules`` wrap in X and/or Y (or neither, which
+    restores the original convolution). Returns how many convolutions were changed."""
+    count = 0
+    for conv in _padded_convs(modules):
+        padding = conv.padding
+        if isinstance(padding, str):
+            continue  # "same" padding computes its own amounts; diffusers does not use it
+        pad_y, pad_x = (int(padding[0]), int(padding[1]))
+        if wrap_x or wrap_y:
+            conv._conv_forward = _padded_conv(conv, pad_y, pad_x, wrap_x, wrap_y)  # type: ignore[method-assign]
+            setattr(conv, _PATCH, (wrap_x, wrap_y))
+        elif hasattr(conv, _PATCH):
+            del conv._conv_forward  # falls back to the class method
+            delattr(conv, _PATCH)
+        count += 1
+    return count
+
+
+def pipeline_modules(pipe: object) -> list[nn.Module]:
+    """The networks whose convolutions shape the image: the denoiser and the VAE."""
+    return [m for m in (getattr(pipe, "unet", None), getattr(pipe, "vae", None)) if isinstance(m, nn.Module)]

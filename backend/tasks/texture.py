@@ -1,0 +1,73 @@
+"""Text to texture: a (seamless) image from a prompt with the text-to-image model."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import torch
+
+from backend import protocol
+from backend.imaging.image_io import write_png
+from backend.imaging.tiling import seam_ratio
+from backend.params import ParamError, TextureParams
+from backend.preview import latents_to_rgb
+from backend.seamless import pipeline_modules, set_seamless
+from backend.tasks.context import JobContext, TaskError, TaskOutput
+
+PREVIEW_SIZE = 128  # longest side of a preview PNG, in pixels
+
+
+def run(ctx: JobContext) -> TaskOutput:
+    try:
+        params = TextureParams.from_dict(ctx.params)
+    except ParamError as exc:
+        raise TaskError(protocol.INVALID_PARAMS, str(exc)) from None
+    spec = ctx.registry.resolve("text_to_image", params.model or None)
+    seed = params.seed if params.seed >= 0 else random.randrange(2**32)
+    ctx.record(seed=seed, models={"text_to_image": {"name": spec.name, "source": spec.source,
+                                                    "family": spec.family, "tiny": spec.tiny}})
+    started = time.perf_counter()
+    pipe = ctx.models.text_to_image(spec)
+    loaded = time.perf_counter()
+    ctx.record(timings={"load_s": round(loaded - started, 3)})
+    ctx.check_cancelled()
+
+    set_seamless(pipeline_modules(pipe), params.seamless_x, params.seamless_y)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    total = params.steps
+
+    def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        done = step + 1
+        preview = None
+        if params.preview_every and (done % params.preview_every == 0 or done == total):
+            latents = tensors["latents"][0].float().cpu().numpy()
+            scale = max(1, PREVIEW_SIZE // max(latents.shape[1:]))
+            preview = write_png(ctx.output(f"previews/step-{done:04d}.png"),
+                                latents_to_rgb(latents, spec.family), scale=scale)
+        ctx.progress(done, total, preview)
+        ctx.check_cancelled()  # raising here stops before the next step and skips decoding
+        return tensors
+
+    result = pipe(
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt or None,
+        num_inference_steps=params.steps,
+        guidance_scale=params.guidance,
+        width=params.width,
+        height=params.height,
+        generator=generator,
+        output_type="np",
+        callback_on_step_end=on_step_end,
+        callback_on_step_end_tensor_inputs=["latents"],
+    )
+    image = result.images[0]
+    ctx.record(timings={"generate_s": round(time.perf_counter() - loaded, 3)})
+    path = write_png(ctx.output("texture.png"), image)
+    return TaskOutput(
+        outputs={"image": ctx.relative(path)},
+        info={"seed": seed, "width": params.width, "height": params.height,
+              "seam_ratio_x": round(seam_ratio(image, axis=1), 4),
+              "seam_ratio_y": round(seam_ratio(image, axis=0), 4)},
+    )

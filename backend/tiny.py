@@ -1,0 +1,256 @@
+"""Tiny random-weight pipelines built with the real diffusers / transformers classes.
+
+``python -m backend models make-tiny DIR`` calls :func:`make_tiny`. Tests and the offline
+demo then load the result through the same registry and ``from_pretrained`` path as real
+weights, so nothing ever downloads from a hub. Shapes follow the real models where the
+pipelines depend on them (VAE scale factor 8, 4 latent channels, 77-token prompts, SDXL's
+text-time conditioning); widths and depths are as small as the classes allow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REGISTRY_FORMAT = 1
+SD15_DIR = "sd15-tiny"
+SDXL_DIR = "sdxl-tiny"
+
+BOS = "<|startoftext|>"
+EOS = "<|endoftext|>"
+MAX_TOKENS = 77  # CLIP's context length; the pipelines pad and truncate to it
+LOAD_KWARGS = ("is_local", "local_files_only")
+
+# A handful of merges so the tokenizer exercises real BPE, not only single bytes.
+MERGES = (("t", "h"), ("th", "e</w>"), ("a", "n"), ("an", "d</w>"), ("o", "n"))
+
+
+@dataclass(frozen=True)
+class TinySizes:
+    """Widths of the tiny components (one place to keep them consistent)."""
+
+    text_hidden: int = 32  # each CLIP text encoder
+    text_layers: int = 2
+    text_heads: int = 4
+    unet_channels: tuple[int, int] = (32, 64)
+    unet_heads: tuple[int, int] = (2, 4)
+    latent_size: int = 8  # 8 latents * VAE factor 8 = 64 px default image
+    vae_channels: tuple[int, int, int, int] = (8, 8, 16, 16)  # 4 blocks -> factor 8
+    vae_groups: int = 8
+    time_embed_dim: int = 8  # SDXL addition_time_embed_dim
+
+
+SIZES = TinySizes()
+
+
+# --- tokenizer -----------------------------------------------------------------------
+
+
+def _byte_symbols() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE uses for bytes (GPT-2 / CLIP mapping).
+
+    Printable Latin-1 bytes stand for themselves; the others are shifted past 255 so no
+    symbol is whitespace or a control character.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    symbols: dict[int, str] = {b: chr(b) for b in printable}
+    shifted = 0
+    for b in range(256):
+        if b not in symbols:
+            symbols[b] = chr(256 + shifted)
+            shifted += 1
+    return [symbols[b] for b in range(256)]
+
+
+def tokenizer_vocab() -> dict[str, int]:
+    """Bytes, their end-of-word forms, merge results, then the two specials (last, as in CLIP)."""
+    tokens = _byte_symbols()
+    tokens += [s + "</w>" for s in tokens]
+    tokens += [a + b for a, b in MERGES]
+    tokens += [BOS, EOS]
+    return {tok: i for i, tok in enumerate(tokens)}
+
+
+def write_tokenizer_files(folder: Path) -> Path:
+    """Write ``vocab.json`` and ``merges.txt``: the files CLIPTokenizer reads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(tokenizer_vocab(), ensure_ascii=False),
+                                       encoding="utf-8")
+    lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in MERGES]
+    (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def _tokenizer(scratch: Path) -> Any:
+    from transformers import CLIPTokenizer
+
+    folder = write_tokenizer_files(scratch / "tokenizer-src")
+    tokenizer = CLIPTokenizer.from_pretrained(str(folder), model_max_length=MAX_TOKENS)
+    # transformers 5 saves how the tokenizer was loaded (is_local, local_files_only) into
+    # tokenizer_config.json; drop it so the output does not depend on HF_HUB_OFFLINE.
+    for key in LOAD_KWARGS:
+        tokenizer.init_kwargs.pop(key, None)
+    return tokenizer
+
+
+# --- components ------------------------------------------------------------------------
+
+
+def _text_config(vocab_size: int, projection_dim: int) -> Any:
+    from transformers import CLIPTextConfig
+
+    vocab = tokenizer_vocab()
+    return CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=SIZES.text_hidden,
+        intermediate_size=2 * SIZES.text_hidden,
+        num_hidden_layers=SIZES.text_layers,
+        num_attention_heads=SIZES.text_heads,
+        max_position_embeddings=MAX_TOKENS,
+        projection_dim=projection_dim,
+        bos_token_id=vocab[BOS],
+        eos_token_id=vocab[EOS],  # the encoder pools at this id
+        pad_token_id=vocab[EOS],
+    )
+
+
+def _text_encoder(seed: int, with_projection: bool = False) -> Any:
+    import torch
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    config = _text_config(len(tokenizer_vocab()), projection_dim=SIZES.text_hidden)
+    cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+    return cls(config).eval()
+
+
+def _vae(seed: int, scaling_factor: float) -> Any:
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    n = len(SIZES.vae_channels)
+    return AutoencoderKL(
+        block_out_channels=SIZES.vae_channels,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=SIZES.vae_groups,
+        sample_size=SIZES.latent_size * 2 ** (n - 1),
+        scaling_factor=scaling_factor,
+    )
+
+
+def _unet(seed: int, sdxl: bool) -> Any:
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    extra: dict[str, Any] = {}
+    cross_dim = SIZES.text_hidden
+    if sdxl:
+        # SDXL: prompt features of both encoders concatenated; pooled text embeds plus six
+        # size/crop numbers (each time-embedded) feed the "text_time" added condition.
+        cross_dim = 2 * SIZES.text_hidden
+        extra = {
+            "addition_embed_type": "text_time",
+            "addition_time_embed_dim": SIZES.time_embed_dim,
+            "projection_class_embeddings_input_dim": 6 * SIZES.time_embed_dim + SIZES.text_hidden,
+            "use_linear_projection": True,
+        }
+    return UNet2DConditionModel(
+        sample_size=SIZES.latent_size,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=SIZES.unet_channels,
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=SIZES.unet_heads,  # diffusers' name for the number of heads
+        norm_num_groups=8,
+        cross_attention_dim=cross_dim,
+        **extra,
+    )
+
+
+def _scheduler() -> Any:
+    from diffusers import EulerDiscreteScheduler
+
+    # The Stable Diffusion training schedule, so step counts behave like the real models.
+    return EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+
+
+# --- pipelines -------------------------------------------------------------------------
+
+
+def build_sd15(scratch: Path, seed: int = 0) -> Any:
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=_vae(seed, scaling_factor=0.18215),
+        text_encoder=_text_encoder(seed + 1),
+        tokenizer=_tokenizer(scratch),
+        unet=_unet(seed + 2, sdxl=False),
+        scheduler=_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def build_sdxl(scratch: Path, seed: int = 0) -> Any:
+    from diffusers import StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline(
+        vae=_vae(seed, scaling_factor=0.13025),
+        text_encoder=_text_encoder(seed + 1),
+        text_encoder_2=_text_encoder(seed + 3, with_projection=True),
+        tokenizer=_tokenizer(scratch),
+        tokenizer_2=_tokenizer(scratch),
+        unet=_unet(seed + 2, sdxl=True),
+        scheduler=_scheduler(),
+    )
+
+
+def registry_document() -> dict[str, Any]:
+    """The registry file for the tiny models; sources are relative to the file's folder."""
+    return {
+        "format": REGISTRY_FORMAT,
+        "models": {
+            SD15_DIR: {"source": SD15_DIR, "family": "sd15", "kind": "text_to_image",
+                       "tiny": True},
+            SDXL_DIR: {"source": SDXL_DIR, "family": "sdxl", "kind": "text_to_image",
+                       "tiny": True},
+        },
+        "roles": {"text_to_image": SD15_DIR},
+    }
+
+
+def make_tiny(dest: str | os.PathLike, seed: int = 0) -> Path:
+    """Build every tiny pipeline under ``dest`` and return the path of ``dest/registry.json``."""
+    import shutil
+    import tempfile
+
+    dest = Path(dest).expanduser().resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sd-tiny-") as scratch:
+        for name, build in ((SD15_DIR, build_sd15), (SDXL_DIR, build_sdxl)):
+            pipe = build(Path(scratch), seed)
+            if (dest / name).is_dir():  # a rebuild leaves no stale files from older layouts
+                shutil.rmtree(dest / name)
+            pipe.save_pretrained(str(dest / name), safe_serialization=True)
+    registry = dest / "registry.json"
+    registry.write_text(json.dumps(registry_document(), indent=2) + "\n", encoding="utf-8")
+    return registry

@@ -1,0 +1,1 @@
+"""Developer tools for Scene Diffusion. Not shipped in the extension zip."""

@@ -1,0 +1,1 @@
+"""One module per capability. Draw only: no logic, no I/O."""

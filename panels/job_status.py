@@ -1,0 +1,34 @@
+"""Drawing a job's progress, preview, error and cancel button (shared by capability panels)."""
+
+from __future__ import annotations
+
+import bpy
+
+from ..addon import previews
+from ..addon.supervisor import CANCELLED, DONE, FAILED, Job
+
+
+def draw_job(layout: bpy.types.UILayout, job: Job | None) -> None:
+    if job is None:
+        return
+    box = layout.box()
+    if not job.finished:
+        text = f"{job.state.capitalize()} {job.step}/{job.total}" if job.total else job.state.capitalize() + "…"
+        row = box.row(align=True)
+        row.progress(factor=job.fraction, type="BAR", text=text)
+        row.operator("scene_diffusion.cancel_job", text="", icon="CANCEL").job_id = job.id
+        icon_id = previews.icon(job.id)
+        if icon_id:
+            box.template_icon(icon_value=icon_id, scale=8.0)
+    elif job.state == DONE:
+        box.label(text=f"Done: job {job.id}", icon="CHECKMARK")
+    elif job.state == CANCELLED:
+        box.label(text=f"Cancelled: job {job.id}", icon="CANCEL")
+    elif job.state == FAILED and job.error is not None:
+        col = box.column(align=True)
+        col.alert = True
+        col.label(text=job.error.message, icon="ERROR")
+        if job.error.hint:
+            col.label(text=job.error.hint)
+        for line in job.error.log_tail.splitlines()[-4:]:
+            col.label(text=line[:120])

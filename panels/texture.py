@@ -1,0 +1,46 @@
+"""3D View > Sidebar > Diffusion > Texture."""
+
+from __future__ import annotations
+
+import bpy
+
+from ..addon import service
+from .job_status import draw_job
+
+
+class SCENE_DIFFUSION_PT_texture(bpy.types.Panel):
+    bl_label = "Texture"
+    bl_idname = "SCENE_DIFFUSION_PT_texture"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Diffusion"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        settings = context.scene.scene_diffusion.texture
+        layout = self.layout
+        assert layout is not None
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.prop(settings, "prompt", text="")
+        layout.prop(settings, "negative_prompt", text="Negative")
+        col = layout.column(align=True)
+        col.prop(settings, "width")
+        col.prop(settings, "height")
+        row = layout.row(heading="Seamless", align=True)
+        row.prop(settings, "seamless_x", text="X", toggle=True)
+        row.prop(settings, "seamless_y", text="Y", toggle=True)
+        layout.prop(settings, "steps")
+        layout.prop(settings, "guidance")
+        row = layout.row(heading="Seed", align=True)
+        row.prop(settings, "random_seed", text="Random")
+        sub = row.row(align=True)
+        sub.enabled = not settings.random_seed
+        sub.prop(settings, "seed", text="")
+        layout.prop(settings, "model", placeholder="registry default")
+        layout.prop(settings, "assign_material")
+        layout.operator("scene_diffusion.generate_texture", icon="TEXTURE")
+        jobs = [j for j in service.supervisor().jobs.values() if j.task == "texture"]
+        draw_job(layout, max(jobs, key=lambda j: j.submitted, default=None))
+
+
+classes = (SCENE_DIFFUSION_PT_texture,)

@@ -1,0 +1,156 @@
+"""The backend server over its real pipe, with tiny models."""
+
+from __future__ import annotations
+
+import pytest
+from backend_process import BackendProcess
+
+from backend import jobfolder, protocol
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models):
+    proc = BackendProcess(tiny_models)
+    yield proc
+    proc.close()
+
+
+def _job(tmp_path, **params) -> protocol.Submit:
+    request = {"prompt": "weathered oak planks", "width": 64, "height": 64, "steps": 4, "seed": 3, **params}
+    job_dir = jobfolder.create_job(tmp_path, "texture", request)
+    return protocol.Submit(jobfolder.read_job(job_dir)["id"], "texture", str(job_dir), request)
+
+
+def test_handshake_comes_first(server):
+    hello = server.next(timeout=120)
+    assert isinstance(hello, protocol.Handshake)
+    assert hello.protocol == protocol.PROTOCOL_VERSION
+    assert hello.device == "cpu" and hello.dtype == "fp32"
+    assert {"torch", "diffusers", "transformers"} <= set(hello.versions)
+
+
+def test_texture_job_streams_progress_with_previews_and_writes_outputs(server, tmp_path):
+    submit = _job(tmp_path, preview_every=2)
+    server.send(submit)
+    result, seen = server.until((protocol.Result, protocol.Error))
+    assert isinstance(result, protocol.Result), result
+    assert isinstance(seen[0], protocol.Accepted)
+    progress = [m for m in seen if isinstance(m, protocol.Progress)]
+    assert [p.step for p in progress] == [1, 2, 3, 4] and {p.total for p in progress} == {4}
+    previews = [p.preview for p in progress if p.preview]
+    assert previews == ["outputs/previews/step-0002.png", "outputs/previews/step-0004.png"]
+    job_dir = tmp_path / submit.job_dir
+    assert all((job_dir / p).is_file() for p in previews)
+    assert (job_dir / result.outputs["image"]).is_file()
+    record = jobfolder.read_job(job_dir)
+    assert record["status"] == "done" and record["seed"] == 3
+    assert record["models"]["text_to_image"]["family"] == "sd15"
+    assert record["backend"]["versions"]["torch"]
+    assert {"load_s", "generate_s", "run_s"} <= set(record["timings"])
+    assert "job" in (job_dir / "backend.log").read_text()
+
+
+def test_same_seed_gives_the_same_image(server, tmp_path):
+    from backend.imaging.image_io import read_image
+
+    images = []
+    for sub in ("a", "b"):
+        submit = _job(tmp_path / sub)
+        server.send(submit)
+        result, _ = server.until((protocol.Result, protocol.Error))
+        images.append(read_image(f"{submit.job_dir}/{result.outputs['image']}"))
+    assert (images[0] == images[1]).all()
+
+
+def test_malformed_lines_get_an_error_and_the_server_keeps_serving(server):
+    server.send_raw("this is not json")
+    error = server.next()
+    assert isinstance(error, protocol.Error) and error.code == protocol.BAD_MESSAGE and error.id is None
+    server.send_raw('{"type": "handshake", "protocol": 1, "backend_version": "x", "device": "cpu", "dtype": "x"}')
+    assert server.next().code == protocol.BAD_MESSAGE
+    server.send(protocol.StatusRequest())
+    status = server.next()
+    assert isinstance(status, protocol.Status) and status.state == "idle"
+    assert status.loaded == ["sd15-tiny"]  # pipelines stay loaded between jobs
+
+
+def test_invalid_params_and_unknown_task_are_job_errors(server, tmp_path):
+    server.send(_job(tmp_path / "a", width=100))
+    error, _ = server.until((protocol.Error, protocol.Result))
+    assert error.code == protocol.INVALID_PARAMS and "multiple of 8" in error.message
+    submit = _job(tmp_path / "b")
+    server.send(protocol.Submit(submit.id, "paint", submit.job_dir, {}))
+    error, _ = server.until((protocol.Error, protocol.Result))
+    assert error.code == protocol.UNKNOWN_TASK and "texture" in error.hint
+
+
+def test_missing_model_names_it_and_says_how_to_fix(server, tmp_path):
+    server.send(_job(tmp_path, model="no-such-model"))
+    error, _ = server.until((protocol.Error, protocol.Result))
+    assert error.code == protocol.MODEL_MISSING and "no-such-model" in error.message
+    assert error.hint
+    assert jobfolder.read_job(_job_dir(tmp_path))["status"] == "failed"
+
+
+def _job_dir(root):
+    (job,) = jobfolder.list_jobs(root)
+    return job
+
+
+def test_cancel_stops_at_the_next_step_without_a_result(server, tmp_path):
+    submit = _job(tmp_path, steps=200, width=128, height=128)
+    server.send(submit)
+    server.until((protocol.Progress,))
+    server.send(protocol.Cancel(submit.id))
+    final, seen = server.until((protocol.Cancelled, protocol.Result, protocol.Error))
+    assert isinstance(final, protocol.Cancelled)
+    steps = [m.step for m in seen if isinstance(m, protocol.Progress)]
+    assert max(steps) < 200
+    job_dir = tmp_path / submit.job_dir
+    assert jobfolder.read_job(job_dir)["status"] == "cancelled"
+    assert not (job_dir / "outputs" / "texture.png").exists()
+
+
+def test_queued_job_can_be_cancelled_before_it_starts(server, tmp_path):
+    first, second = _job(tmp_path / "1", steps=30, width=128, height=128), _job(tmp_path / "2")
+    server.send(first)
+    server.send(second)
+    server.send(protocol.Cancel(second.id))
+    cancelled, seen = server.until((protocol.Cancelled,))
+    assert cancelled.id == second.id
+    accepted = [m for m in seen if isinstance(m, protocol.Accepted)]
+    assert accepted[-1].id == second.id and accepted[-1].queued == 1
+    server.send(protocol.Cancel(first.id))
+    final, _ = server.until((protocol.Cancelled, protocol.Result))
+    assert final.id == first.id
+
+
+def test_sdxl_family_runs_through_the_same_task(server, tmp_path):
+    submit = _job(tmp_path, model="sdxl-tiny")
+    server.send(submit)
+    result, _ = server.until((protocol.Result, protocol.Error))
+    assert isinstance(result, protocol.Result), result
+    assert jobfolder.read_job(submit.job_dir)["models"]["text_to_image"]["family"] == "sdxl"
+
+
+def test_shutdown_answers_bye_and_exits_zero(tiny_models):
+    proc = BackendProcess(tiny_models)
+    assert isinstance(proc.next(timeout=120), protocol.Handshake)
+    proc.send(protocol.Shutdown())
+    assert isinstance(proc.next(), protocol.Bye)
+    assert proc.proc.wait(30) == 0
+
+
+def test_end_of_input_stops_the_backend(tiny_models):
+    """When Blender dies its end of the pipe closes; the backend must not linger."""
+    proc = BackendProcess(tiny_models)
+    assert isinstance(proc.next(timeout=120), protocol.Handshake)
+    proc.proc.stdin.close()
+    assert proc.proc.wait(30) == 0
+
+
+def test_bad_registry_is_an_error_message_not_a_traceback(tmp_path):
+    proc = BackendProcess(tmp_path / "missing.json")
+    error = proc.next(timeout=120)
+    assert isinstance(error, protocol.Error) and "missing.json" in error.message
+    assert proc.proc.wait(30) != 0

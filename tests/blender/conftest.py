@@ -1,0 +1,87 @@
+"""Fixtures for tests that run the add-on inside the real ``bpy`` module.
+
+Run this folder in its own process (``pytest tests/blender``): bpy and torch should not share
+one. Blender's user folders are moved to a temporary directory *before* bpy is imported, so
+the add-on is built, validated and installed like a user would, without touching
+``~/.config/blender``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from devtools import extension
+
+# Must happen before `import bpy`: Blender reads its user paths once, at module start-up.
+BLENDER_USER_DIR = Path(tempfile.mkdtemp(prefix="scene_diffusion_blender_user_")).resolve()
+atexit.register(shutil.rmtree, BLENDER_USER_DIR, True)
+extension.prepare_user_dir(BLENDER_USER_DIR)
+
+import bpy  # noqa: E402  (after prepare_user_dir on purpose)
+
+
+@pytest.fixture(scope="session")
+def blender_user_dir() -> Path:
+    """The temporary folder that stands in for Blender's user config, scripts and extensions."""
+    return BLENDER_USER_DIR
+
+
+@pytest.fixture(scope="session")
+def extension_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The extension zip built from this checkout with Blender's own tool, and validated."""
+    zip_path = extension.build(tmp_path_factory.mktemp("dist"))
+    extension.validate(zip_path)
+    return zip_path
+
+
+def _shutdown_backend(module: ModuleType) -> None:
+    """Call ``<add-on>.addon.api.shutdown_backend()`` (or ``<add-on>.api...``) if it exists."""
+    api_name = f"{module.__name__}.addon.api"
+    api: object
+    try:
+        api = importlib.import_module(api_name)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (api_name, f"{module.__name__}.addon"):
+            raise
+        api = getattr(module, "api", None)
+    shutdown = getattr(api, "shutdown_backend", None)
+    if callable(shutdown):
+        shutdown()
+
+
+@pytest.fixture(scope="session")
+def addon(extension_zip: Path, tiny_models: Path) -> Iterator[ModuleType]:
+    """The add-on installed into the temporary user repository and enabled; yields its module.
+
+    The backend it starts runs on this interpreter and loads the tiny models.
+    """
+    os.environ["SCENE_DIFFUSION_BACKEND_PYTHON"] = sys.executable
+    os.environ["SCENE_DIFFUSION_MODELS"] = str(tiny_models)
+    module_name = extension.install(extension_zip)
+    module = importlib.import_module(module_name)
+    try:
+        yield module
+    finally:
+        _shutdown_backend(module)
+
+
+@pytest.fixture
+def clean_scene(addon: ModuleType) -> bpy.types.Scene:
+    """An empty factory scene, with the add-on still enabled.
+
+    ``wm.read_factory_settings`` would also reset the preferences and so disable every
+    extension; ``wm.read_homefile(use_factory_startup=True)`` resets only the file.
+    """
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+    assert addon.__name__ in bpy.context.preferences.addons, "resetting the scene disabled the add-on"
+    return bpy.context.scene

@@ -1,0 +1,60 @@
+"""Shared fixtures for every test folder (unit/, backend/, blender/).
+
+Nothing here imports bpy or torch: tests/unit and tests/backend run in one process,
+tests/blender in another (see the Makefile).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `backend` and `devtools` import as top-level packages
+    sys.path.insert(0, str(ROOT))
+
+# Nothing downloads from a hub in tests. Set at import time so that it is in place before
+# huggingface_hub, diffusers or transformers read it, and inherited by subprocesses.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+TINY_MODELS_TIMEOUT_S = 1800
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "real_weights: needs real model weights; skipped when absent")
+
+
+def _backend_version() -> str:
+    from backend import __version__  # the package's __init__ is standard library only
+
+    return str(__version__)
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> Path:
+    """Folder of tiny random-weight pipelines for every role, with its ``registry.json``.
+
+    Built once per backend version by ``python -m backend models make-tiny DIR`` into
+    ``.cache/tiny-models/<version>/`` and reused while its registry.json exists.
+    """
+    folder = ROOT / ".cache" / "tiny-models" / _backend_version()
+    if not (folder / "registry.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "backend", "models", "make-tiny", str(folder)]
+        try:
+            proc = subprocess.run(
+                command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                timeout=TINY_MODELS_TIMEOUT_S, check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"{' '.join(command)} ran past {TINY_MODELS_TIMEOUT_S} s:\n{exc.output or ''}")
+        if proc.returncode != 0:
+            pytest.fail(f"{' '.join(command)} failed (exit {proc.returncode}):\n{proc.stdout}")
+        if not (folder / "registry.json").is_file():
+            pytest.fail(f"{' '.join(command)} wrote no {folder / 'registry.json'}:\n{proc.stdout}")
+    return folder
