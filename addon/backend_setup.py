@@ -29,7 +29,6 @@ class SetupRun:
         self.venv, self.python, self.requirements = venv, python_in_venv, requirements
         self.steps = [
             [base_python, "-m", "venv", str(venv)],
-            [str(python_in_venv), "-m", "pip", "install", "--upgrade", "pip"],
             [str(python_in_venv), "-m", "pip", "install", "--progress-bar", "off", "-r", str(requirements)],
         ]
         self.expected = max(1, count_requirements(requirements))
@@ -64,14 +63,14 @@ class SetupRun:
                 self.returncode = -1
                 self.message = "cancelled"
                 return
-            self.message = ("creating the environment", "updating pip", "installing requirements")[index]
+            self.message = ("creating the environment", "installing requirements")[index]
             self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             assert self._proc.stdout is not None
             for line in self._proc.stdout:
                 line = line.rstrip()
                 self.output.append(line)
                 # pip prints "Collecting X" then "Installing collected packages": one tick each.
-                if index == 2 and line.startswith(("Collecting ", "Requirement already satisfied")):
+                if index == 1 and line.startswith(("Collecting ", "Requirement already satisfied")):
                     self.collected += 1
                     self.message = line[:80]
             code = self._proc.wait()

@@ -61,7 +61,10 @@ def submit(task: str, params: dict[str, Any],
         if on_result is not None:
             on_result(job, result)
         if not bpy.app.background:
-            bpy.ops.ed.undo_push(message=f"Scene Diffusion: {task}")
+            try:  # one undo step for what the result added; never fail a landed result over it
+                bpy.ops.ed.undo_push(message=f"Scene Diffusion: {task}")
+            except RuntimeError as exc:
+                print(f"Scene Diffusion: no undo step for job {job.id}: {exc}")
 
     job = Job(jobfolder.read_job(job_dir)["id"], task, job_dir, params, on_result=apply, on_finish=on_finish)
     sup.submit(job)

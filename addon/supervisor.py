@@ -128,6 +128,16 @@ class Supervisor:
             except OSError:
                 pass  # a dead backend is noticed by tick()
 
+    def release(self) -> bool:
+        """Ask a running backend to drop its loaded pipelines; False when none runs."""
+        if self.client is None or self.client.returncode() is not None:
+            return False
+        try:
+            self.client.send(protocol.Release())
+        except OSError:
+            return False
+        return True
+
     def restart(self) -> None:
         self.stop()
         self.ensure_started()

@@ -46,7 +46,7 @@ class StatusRequest:
 
 @dataclass(frozen=True)
 class Release:
-    """Drop loaded pipelines and free device memory."""
+    """Drop loaded pipelines and free device memory, after the running job; answered by Status."""
 
     type: str = "release"
 

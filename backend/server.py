@@ -115,6 +115,7 @@ class Server:
             assert self.engine is not None
             if not isinstance(item, protocol.Submit):  # _RELEASE
                 self.engine.models.release()
+                self.send(self.status())
                 continue
             try:
                 run_job(self.engine, item, self.send, self._cancel)

@@ -50,6 +50,20 @@ class SCENE_DIFFUSION_OT_restart_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class SCENE_DIFFUSION_OT_free_memory(bpy.types.Operator):
+    """Unload the backend's models to free GPU and system memory (the next job loads them again)"""
+
+    bl_idname = "scene_diffusion.free_memory"
+    bl_label = "Free Memory"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        if not service.supervisor().release():
+            self.report({"INFO"}, "The backend is not running")
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
 class SCENE_DIFFUSION_OT_open_job_folder(bpy.types.Operator):
     """Open the folder of the latest job (inputs, outputs, job.json, log)"""
 
@@ -116,5 +130,5 @@ class SCENE_DIFFUSION_OT_setup_backend(bpy.types.Operator):
         return {"CANCELLED"}
 
 
-classes = (SCENE_DIFFUSION_OT_cancel_job, SCENE_DIFFUSION_OT_restart_backend,
+classes = (SCENE_DIFFUSION_OT_cancel_job, SCENE_DIFFUSION_OT_restart_backend, SCENE_DIFFUSION_OT_free_memory,
            SCENE_DIFFUSION_OT_open_job_folder, SCENE_DIFFUSION_OT_setup_backend)

@@ -33,6 +33,7 @@ class SCENE_DIFFUSION_PT_backend(bpy.types.Panel):
                 err.label(text=sup.last_error.hint)
         row = layout.row(align=True)
         row.operator("scene_diffusion.restart_backend", icon="FILE_REFRESH")
+        row.operator("scene_diffusion.free_memory", icon="TRASH")
         row.operator("scene_diffusion.open_job_folder", icon="FILE_FOLDER", text="Job Folder")
 
 

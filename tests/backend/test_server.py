@@ -74,6 +74,17 @@ def test_malformed_lines_get_an_error_and_the_server_keeps_serving(server):
     assert status.loaded == ["sd15-tiny"]  # pipelines stay loaded between jobs
 
 
+def test_release_unloads_pipelines_between_jobs(server, tmp_path):
+    server.send(_job(tmp_path))
+    server.until((protocol.Result, protocol.Error))
+    server.send(protocol.Release())
+    status, _ = server.until((protocol.Status,))  # sent once the models are gone
+    assert status.loaded == []
+    server.send(_job(tmp_path / "again"))  # and the next job loads them again
+    result, _ = server.until((protocol.Result, protocol.Error))
+    assert isinstance(result, protocol.Result)
+
+
 def test_invalid_params_and_unknown_task_are_job_errors(server, tmp_path):
     server.send(_job(tmp_path / "a", width=100))
     error, _ = server.until((protocol.Error, protocol.Result))
@@ -100,11 +111,11 @@ def _job_dir(root):
 def test_cancel_stops_at_the_next_step_without_a_result(server, tmp_path):
     submit = _job(tmp_path, steps=200, width=128, height=128)
     server.send(submit)
-    server.until((protocol.Progress,))
+    _, before = server.until((protocol.Progress,))
     server.send(protocol.Cancel(submit.id))
-    final, seen = server.until((protocol.Cancelled, protocol.Result, protocol.Error))
+    final, after = server.until((protocol.Cancelled, protocol.Result, protocol.Error))
     assert isinstance(final, protocol.Cancelled)
-    steps = [m.step for m in seen if isinstance(m, protocol.Progress)]
+    steps = [m.step for m in before + after if isinstance(m, protocol.Progress)]
     assert max(steps) < 200
     job_dir = tmp_path / submit.job_dir
     assert jobfolder.read_job(job_dir)["status"] == "cancelled"

@@ -1,0 +1,115 @@
+"""Panels drawn against Blender's real UILayout API description.
+
+Without a window, Blender cannot draw a panel; what can be checked is that every call a
+panel makes exists on UILayout with those keyword arguments, every property it shows
+exists on its data, and every button names a registered operator and its real properties.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import bpy
+import pytest
+
+_LAYOUT = bpy.types.UILayout.bl_rna
+
+
+class _OperatorButton:
+    def __init__(self, idname: str) -> None:
+        module, name = idname.split(".")
+        op = getattr(getattr(bpy.ops, module), name)
+        op.get_rna_type()  # raises for an unregistered operator
+        object.__setattr__(self, "_props", set(op.get_rna_type().properties.keys()))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        assert name in self._props, f"operator has no property {name!r}"
+
+
+class RecordingLayout:
+    def __init__(self, calls: list) -> None:
+        object.__setattr__(self, "calls", calls)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        assert name in _LAYOUT.properties, f"UILayout has no property {name!r}"
+
+    def __getattr__(self, name: str):
+        function = _LAYOUT.functions.get(name)
+        assert function is not None, f"UILayout has no function {name!r}"
+        parameters = set(function.parameters.keys())
+
+        def call(*args, **kwargs):
+            unknown = set(kwargs) - parameters
+            assert not unknown, f"UILayout.{name} has no parameter(s) {unknown}"
+            self.calls.append((name, args, kwargs))
+            if name in ("prop",):
+                data, prop = args[0], args[1]
+                assert prop in data.bl_rna.properties, f"{data} has no property {prop!r}"
+            if name == "operator":
+                return _OperatorButton(args[0])
+            return RecordingLayout(self.calls)
+
+        return call
+
+
+def _draw(draw, *args) -> list:
+    calls: list = []
+    draw(SimpleNamespace(layout=RecordingLayout(calls)), *args)
+    return calls
+
+
+def _job(addon, state, **fields):
+    sup_mod = addon.addon.supervisor
+    job = sup_mod.Job("drawn", "texture", Path("/nonexistent"), {}, state=state, **fields)
+    job.submitted = time.monotonic() + 1e6  # the newest, so panels pick it
+    return job
+
+
+@pytest.mark.parametrize("state, fields", [
+    ("running", {"step": 3, "total": 10}),
+    ("starting", {}),
+    ("done", {}),
+    ("cancelled", {}),
+    ("failed", {"error": "boom"}),
+])
+def test_texture_panel_draws_every_job_state(addon, clean_scene, state, fields):
+    sup = addon.addon.service.supervisor()
+    if "error" in fields:
+        fields["error"] = addon.addon.supervisor.JobError("boom", "try again", "internal", "line 1\nline 2")
+    job = _job(addon, state, **fields)
+    sup.jobs[job.id] = job
+    try:
+        calls = _draw(addon.panels.texture.SCENE_DIFFUSION_PT_texture.draw, bpy.context)
+    finally:
+        del sup.jobs[job.id]
+    names = [c[0] for c in calls]
+    assert ("operator", ("scene_diffusion.generate_texture",), {"icon": "TEXTURE"}) in calls
+    if state in ("running", "starting"):
+        assert "progress" in names
+    if state == "failed":
+        assert any(c[0] == "label" and c[2].get("text") == "boom" for c in calls)
+
+
+def test_backend_panel_and_preferences_draw(addon, clean_scene):
+    calls = _draw(addon.panels.backend.SCENE_DIFFUSION_PT_backend.draw, bpy.context)
+    assert {"scene_diffusion.restart_backend", "scene_diffusion.free_memory",
+            "scene_diffusion.open_job_folder"} <= {c[1][0] for c in calls if c[0] == "operator"}
+    prefs = bpy.context.preferences.addons[addon.__name__].preferences
+    calls = []
+    values = {k: getattr(prefs, k) for k in prefs.bl_rna.properties.keys() if k != "rna_type"}
+    type(prefs).draw(SimpleNamespace(layout=RecordingLayout(calls), bl_rna=prefs.bl_rna, **values), bpy.context)
+    assert any(c[0] == "operator" and c[1][0] == "scene_diffusion.setup_backend" for c in calls)
+
+
+def test_status_bar_shows_a_running_job(addon, clean_scene):
+    sup = addon.addon.service.supervisor()
+    job = _job(addon, "running", step=2, total=8)
+    sup.jobs[job.id] = job
+    try:
+        calls = _draw(addon.panels.status_bar.draw, bpy.context)
+    finally:
+        del sup.jobs[job.id]
+    progress = next(c for c in calls if c[0] == "progress")
+    assert progress[2]["factor"] == 0.25 and "2/8" in progress[2]["text"]
