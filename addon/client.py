@@ -28,6 +28,7 @@ class LaunchConfig:
     device: str = "auto"
     precision: str = "auto"
     allow_download: bool = False
+    allow_unsafe: bool = False
     handshake_timeout: float = 120.0
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -37,6 +38,8 @@ class LaunchConfig:
             cmd += ["--registry", self.registry]
         if self.allow_download:
             cmd.append("--allow-download")
+        if self.allow_unsafe:
+            cmd.append("--allow-unsafe")
         return cmd
 
 

@@ -36,6 +36,10 @@ class SceneDiffusionPreferences(bpy.types.AddonPreferences):
         name="Download Missing Models", default=True,
         description="Let the backend download models it does not find locally "
                     "(only when Blender's online access is allowed)")
+    allow_unsafe_weights: BoolProperty(  # type: ignore[valid-type]
+        name="Allow Pickle Weights", default=False,
+        description="Also load .bin/.ckpt weights, which can run code when loaded. "
+                    "Off: safetensors only")
     job_retention: IntProperty(  # type: ignore[valid-type]
         name="Jobs to Keep", default=50, min=1, soft_max=500,
         description="Finished job folders kept on disk; older ones are deleted")
@@ -58,6 +62,7 @@ class SceneDiffusionPreferences(bpy.types.AddonPreferences):
             col.label(text=f"{ENV_MODELS} overrides the registry: {os.environ[ENV_MODELS]}", icon="INFO")
         col.prop(self, "models_registry")
         col.prop(self, "allow_download")
+        col.prop(self, "allow_unsafe_weights")
         row = col.row()
         row.prop(self, "device")
         row.prop(self, "precision")

@@ -34,6 +34,7 @@ def launch_config() -> LaunchConfig:
         python=preferences.backend_python(), log_path=paths.log_path(),
         registry=preferences.models_registry(), device=prefs.device, precision=prefs.precision,
         allow_download=prefs.allow_download and bpy.app.online_access,
+        allow_unsafe=prefs.allow_unsafe_weights,
         handshake_timeout=prefs.handshake_timeout)
 
 

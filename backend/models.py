@@ -456,8 +456,8 @@ class PipelineCache:
 
     def _load_hint(self, problem: str | None) -> str:
         if problem and problem.startswith("no safetensors"):
-            return ("Re-save the model with save_pretrained(..., safe_serialization=True), or "
-                    "allow unsafe (pickle) weights in the add-on preferences.")
+            return ("Re-save the model with save_pretrained(..., safe_serialization=True), or turn on "
+                    "Allow Pickle Weights in the add-on preferences (--allow-unsafe on the command line).")
         return "The model files look incomplete or damaged: download or rebuild them."
 
     def _download_index(self, spec: ModelSpec) -> Path:
