@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from ..backend.params import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, TextureParams
+from ..backend.params import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, PbrParams, TextureParams
+
+HEIGHT_MODE_ITEMS = [
+    ("BUMP", "Bump", "Height drives a Bump node: shading only, any render engine"),
+    ("DISPLACEMENT", "Displacement", "Height drives real displacement (Cycles; needs a subdivided mesh)"),
+]
 
 
 class TextureSettings(bpy.types.PropertyGroup):
@@ -30,6 +35,10 @@ class TextureSettings(bpy.types.PropertyGroup):
     assign_material: BoolProperty(  # type: ignore[valid-type]
         name="Assign Material", default=True,
         description="Put the texture in a material on the selected mesh objects")
+    pbr: BoolProperty(  # type: ignore[valid-type]
+        name="PBR Material", default=False,
+        description="Also derive normal, roughness, AO and height maps and build a full PBR material")
+    height_mode: EnumProperty(name="Height", items=HEIGHT_MODE_ITEMS, default="BUMP")  # type: ignore[valid-type]
 
     def to_params(self) -> TextureParams:
         """Validated parameters; raises backend.params.ParamError with a readable message."""
@@ -37,14 +46,73 @@ class TextureSettings(bpy.types.PropertyGroup):
             prompt=self.prompt, negative_prompt=self.negative_prompt,
             seed=-1 if self.random_seed else self.seed, steps=self.steps, guidance=self.guidance,
             width=self.width, height=self.height, seamless_x=self.seamless_x,
-            seamless_y=self.seamless_y, model=self.model.strip())
+            seamless_y=self.seamless_y, model=self.model.strip(), pbr=self.pbr)
+
+
+class PbrSettings(bpy.types.PropertyGroup):
+    image: PointerProperty(  # type: ignore[valid-type]
+        name="Image", type=bpy.types.Image,
+        description="Colour image to derive maps from; empty: the base colour image of the active material")
+    method: EnumProperty(  # type: ignore[valid-type]
+        name="Method", default="filters",
+        items=[("filters", "Image Filters", "Fast, deterministic filters on the colour image"),
+               ("marigold", "Marigold (learned)", "Diffusion models estimating albedo, roughness, "
+                                                  "metallic and normals (roles intrinsics, normals)")])
+    normal_strength: FloatProperty(name="Normal Strength", default=1.0, min=0.0, max=100.0,  # type: ignore[valid-type]
+                                   soft_max=10.0)
+    detail_radius: FloatProperty(name="Detail Radius", default=16.0, min=0.0, max=512.0,  # type: ignore[valid-type]
+                                 subtype="PIXEL", description="Height keeps detail smaller than this")
+    invert_height: BoolProperty(name="Invert Height", default=False)  # type: ignore[valid-type]
+    roughness_base: FloatProperty(name="Roughness", default=0.6, min=0.0, max=1.0)  # type: ignore[valid-type]
+    roughness_contrast: FloatProperty(name="Roughness Contrast", default=1.0, min=0.0,  # type: ignore[valid-type]
+                                      max=10.0, soft_max=4.0)
+    ao_radius: FloatProperty(name="AO Radius", default=12.0, min=0.0, max=512.0, subtype="PIXEL")  # type: ignore[valid-type]
+    ao_strength: FloatProperty(name="AO Strength", default=1.0, min=0.0, max=10.0, soft_max=2.0)  # type: ignore[valid-type]
+    seamless: BoolProperty(  # type: ignore[valid-type]
+        name="Seamless", default=True, description="The image tiles: filters wrap so the maps tile too")
+    steps: IntProperty(name="Steps", default=4, min=1, max=MAX_STEPS, soft_max=50)  # type: ignore[valid-type]
+    height_mode: EnumProperty(name="Height", items=HEIGHT_MODE_ITEMS, default="BUMP")  # type: ignore[valid-type]
+
+    def to_params(self, colorspace: str, attributes: dict[str, str]) -> PbrParams:
+        return PbrParams(source_colorspace=colorspace, method=self.method, normal_strength=self.normal_strength,
+                         detail_radius=self.detail_radius, invert_height=self.invert_height,
+                         roughness_base=self.roughness_base, roughness_contrast=self.roughness_contrast,
+                         ao_radius=self.ao_radius, ao_strength=self.ao_strength, seamless=self.seamless,
+                         steps=self.steps, attributes=attributes)
+
+
+class ExportSettings(bpy.types.PropertyGroup):
+    directory: StringProperty(name="Folder", subtype="DIR_PATH", default="//maps/")  # type: ignore[valid-type]
+    basename: StringProperty(  # type: ignore[valid-type]
+        name="Name", description="File name stem; empty: the material's name")
+    layout: EnumProperty(  # type: ignore[valid-type]
+        name="Layout", default="multilayer",
+        items=[("multilayer", "One Multilayer File", "albedo.R/G/B, normal.X/Y/Z, roughness.Y, ... in one EXR"),
+               ("multipart", "One Multi-Part File", "One EXR part per map"),
+               ("separate", "One File per Map", "")])
+    format: EnumProperty(  # type: ignore[valid-type]
+        name="Format", default="exr",
+        items=[("exr", "OpenEXR", "Float data for compositors and engines"),
+               ("png16", "16-bit PNG", "For engines that do not read EXR (one file per map)")])
+    half: BoolProperty(name="Half Float", default=True, description="16-bit half floats; off: 32-bit")  # type: ignore[valid-type]
+    compression: EnumProperty(  # type: ignore[valid-type]
+        name="Compression", default="zip",
+        items=[("zip", "ZIP", "Lossless"), ("piz", "PIZ", "Lossless, good for grainy images"),
+               ("dwaa", "DWAA", "Lossy, for colour only: data maps in the file stay ZIP"),
+               ("none", "None", "")])
+    normal_convention: EnumProperty(  # type: ignore[valid-type]
+        name="Normals", default="opengl",
+        items=[("opengl", "OpenGL (Y+)", "Blender, Unity, Godot"), ("directx", "DirectX (Y-)", "Unreal, 3ds Max")])
+    import_path: StringProperty(name="EXR File", subtype="FILE_PATH")  # type: ignore[valid-type]
 
 
 class SceneDiffusionSettings(bpy.types.PropertyGroup):
     texture: PointerProperty(type=TextureSettings)  # type: ignore[valid-type]
+    pbr: PointerProperty(type=PbrSettings)  # type: ignore[valid-type]
+    export: PointerProperty(type=ExportSettings)  # type: ignore[valid-type]
 
 
-classes = (TextureSettings, SceneDiffusionSettings)
+classes = (TextureSettings, PbrSettings, ExportSettings, SceneDiffusionSettings)
 
 
 def register() -> None:

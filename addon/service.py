@@ -7,6 +7,7 @@ job to its end before returning, through the same supervisor code the timer uses
 from __future__ import annotations
 
 import atexit
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,15 +46,29 @@ def supervisor() -> Supervisor:
     return _supervisor
 
 
+def new_job_folder(task: str, params: dict[str, Any] | None = None) -> Path:
+    """A fresh job folder, for operators that write inputs before they submit; old finished
+    jobs beyond the retention count are pruned first."""
+    root = paths.jobs_dir()
+    active = {j.job_dir for j in supervisor().active_jobs()}
+    jobfolder.prune_jobs(root, keep=max(0, preferences.get().job_retention - 1), protect=active)
+    return jobfolder.create_job(root, task, params or {})
+
+
+def discard_job_folder(job_dir: Path) -> None:
+    """Remove a folder whose job never started (its inputs could not be written)."""
+    shutil.rmtree(job_dir, ignore_errors=True)
+
+
 def submit(task: str, params: dict[str, Any],
            on_result: Callable[[Job, protocol.Result], None] | None = None,
-           on_finish: Callable[[Job], None] | None = None) -> Job:
-    """Create the job folder, hand the job to the backend; in background mode wait for it."""
+           on_finish: Callable[[Job], None] | None = None, job_dir: Path | None = None) -> Job:
+    """Hand the job to the backend (in ``job_dir``, or a new folder); in background mode wait for it."""
     sup = supervisor()
-    root = paths.jobs_dir()
-    active = {j.job_dir for j in sup.active_jobs()}
-    jobfolder.prune_jobs(root, keep=max(0, preferences.get().job_retention - 1), protect=active)
-    job_dir = jobfolder.create_job(root, task, params)
+    if job_dir is None:
+        job_dir = new_job_folder(task, params)
+    else:
+        jobfolder.update_job(job_dir, request=params)
     generation = _file_generation
 
     def apply(job: Job, result: protocol.Result) -> None:

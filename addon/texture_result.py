@@ -7,8 +7,9 @@ later timer tick, after which an undo step may have replaced every ID in memory.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import bpy
 
@@ -16,6 +17,7 @@ from ..backend import protocol
 from .supervisor import Job
 
 NAME_LIMIT = 60  # Blender names hold 63 bytes; leave room for ".001"
+PROVENANCE_KEY = "scene_diffusion"  # custom property on images: prompt, seed, model, steps
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class TextureApplied:
     image: str
     material: str | None
     objects: list[str]
+    maps: dict[str, str] = field(default_factory=dict)  # PBR map -> image name, when derived
 
 
 def name_from_prompt(prompt: str) -> str:
@@ -63,9 +66,11 @@ def assign(material: bpy.types.Material, obj: bpy.types.Object) -> None:
 
 
 def apply_texture(image_path: Path, prompt: str, object_names: list[str],
-                  with_material: bool = True) -> TextureApplied:
+                  with_material: bool = True, provenance: dict[str, Any] | None = None) -> TextureApplied:
     name = name_from_prompt(prompt)
     image = load_image(image_path, name)
+    if provenance:
+        image[PROVENANCE_KEY] = provenance  # travels with the image into exported EXR headers
     objects = [bpy.data.objects[n] for n in object_names
                if n in bpy.data.objects and bpy.data.objects[n].type == "MESH"]
     if not (with_material and objects):
@@ -76,10 +81,23 @@ def apply_texture(image_path: Path, prompt: str, object_names: list[str],
     return TextureApplied(image.name, material.name, [o.name for o in objects])
 
 
-def applier(prompt: str, object_names: list[str], with_material: bool) -> Callable[[Job, protocol.Result], None]:
-    """The on_result callback of a texture job: records what it brought in on the job."""
+def applier(prompt: str, object_names: list[str], with_material: bool,
+            height_mode: str = "BUMP") -> Callable[[Job, protocol.Result], None]:
+    """The on_result callback of a texture job: records what it brought in on the job.
+    With PBR maps among the outputs the material is a full PBR one instead."""
 
     def on_result(job: Job, result: protocol.Result) -> None:
-        job.applied = apply_texture(job.job_dir / result.outputs["image"], prompt, object_names, with_material)
+        from . import pbr_material
+
+        provenance = {"prompt": prompt, "seed": str(result.info.get("seed", "")),
+                      "model": str(result.info.get("model", "")), "steps": str(job.params.get("steps", ""))}
+        has_maps = "albedo" in result.outputs
+        applied = apply_texture(job.job_dir / result.outputs["image"], prompt, object_names,
+                                with_material and not has_maps, provenance)
+        if has_maps:
+            targets = object_names if with_material else []
+            pbr = pbr_material.apply_maps(job.job_dir, result.outputs, applied.image, targets, height_mode, provenance)
+            applied = TextureApplied(applied.image, pbr.material, pbr.objects, pbr.images)
+        job.applied = applied
 
     return on_result

@@ -2,6 +2,7 @@
 
     python -m backend serve
     python -m backend texture --prompt "mossy stone wall" --seamless --out DIR
+    python -m backend pbr --image wall.png --out DIR
     python -m backend models make-tiny DIR | list | check
 """
 
@@ -10,8 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from backend import jobfolder, protocol
@@ -55,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     texture.add_argument("--out", required=True, type=Path, help="job folder to create")
     _engine_options(texture)
 
+    pbr = sub.add_parser("pbr", help="derive PBR maps (EXR) from a colour image into a job folder")
+    pbr.add_argument("--image", required=True, type=Path, help="PNG/JPEG (sRGB) or EXR (linear) colour image")
+    pbr.add_argument("--method", choices=("filters", "marigold"), default="filters")
+    pbr.add_argument("--normal-strength", type=float, default=1.0)
+    pbr.add_argument("--detail-radius", type=float, default=16.0)
+    pbr.add_argument("--invert-height", action="store_true")
+    pbr.add_argument("--no-wrap", action="store_true", help="the image does not tile: do not wrap filters")
+    pbr.add_argument("--steps", type=int, default=4, help="marigold denoising steps")
+    pbr.add_argument("--out", required=True, type=Path, help="job folder to create")
+    _engine_options(pbr)
+
     models = sub.add_parser("models", help="model registry tools")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     tiny = models_sub.add_parser("make-tiny", help="build tiny random-weight pipelines for tests and demos")
@@ -76,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe)
     if args.command == "texture":
         return _texture(args)
+    if args.command == "pbr":
+        return _pbr(args)
     return _models(args)
 
 
@@ -117,14 +133,37 @@ def _texture(args: argparse.Namespace) -> int:
     return run_in_folder("texture", params.to_dict(), args)
 
 
-def run_in_folder(task: str, request: dict[str, object], args: argparse.Namespace) -> int:
-    """Create the job folder at --out, run the task in this process with a progress bar."""
+def _pbr(args: argparse.Namespace) -> int:
+    from backend.params import ParamError, PbrParams
+
+    source = args.image
+    if not source.is_file():
+        print(f"error: no such image: {source}", file=sys.stderr)
+        return 2
+    try:
+        params = PbrParams(source=f"inputs/{source.name}", method=args.method,
+                           source_colorspace="linear" if source.suffix.lower() == ".exr" else "srgb",
+                           normal_strength=args.normal_strength, detail_radius=args.detail_radius,
+                           invert_height=args.invert_height, seamless=not args.no_wrap, steps=args.steps)
+    except ParamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run_in_folder("pbr", params.to_dict(), args,
+                         prepare=lambda job_dir: shutil.copy(source, job_dir / params.source))
+
+
+def run_in_folder(task: str, request: dict[str, object], args: argparse.Namespace,
+                  prepare: Callable[[Path], object] | None = None) -> int:
+    """Create the job folder at --out (``prepare`` puts inputs there), then run the task in
+    this process with a progress bar."""
     from tqdm import tqdm
 
     from backend.runner import make_engine, run_job
 
     try:
         job_dir = jobfolder.create_job(args.out.parent, task, request, at=args.out)
+        if prepare is not None:
+            prepare(job_dir)
         engine = make_engine(args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

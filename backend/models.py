@@ -1,10 +1,16 @@
 """Model registry, families, loading and caching of pipelines.
 
-A registry maps roles (``text_to_image``, later ControlNets, image-to-3D ...) to named
-models; a model is a Hugging Face repo id or a local diffusers folder. Loading goes through
-diffusers' real ``from_pretrained``, offline first, safetensors only unless the user opts in.
-The family of a folder is read from its JSON config before any weights load, so mixing
-SD 1.5 and SDXL parts is a clear error instead of a shape mismatch deep inside a pipeline.
+A registry maps roles (``text_to_image``, ``intrinsics``, ``normals``, later ControlNets,
+image-to-3D ...) to named models; a model is a Hugging Face repo id or a local diffusers
+folder. Loading goes through diffusers' real ``from_pretrained``, offline first, safetensors
+only unless the user opts in. The family of a folder is read from its JSON config before any
+weights load, so mixing SD 1.5 and SDXL parts is a clear error instead of a shape mismatch
+deep inside a pipeline.
+
+Kinds and families: ``text_to_image`` models are SD 1.5 or SDXL pipelines; ``intrinsics`` and
+``normals`` models are Marigold pipelines (family ``marigold``: an SD-2-style UNet fine-tuned
+to map an image to albedo / material maps or to camera-space normals), loaded as diffusers'
+``MarigoldIntrinsicsPipeline`` and ``MarigoldNormalsPipeline``.
 
 torch, diffusers and huggingface_hub are imported inside functions: reading and listing the
 registry stays light.
@@ -26,9 +32,18 @@ from backend import protocol
 if TYPE_CHECKING:
     import torch
 
-FAMILIES = ("sd15", "sdxl")
-FAMILY_NAMES = {"sd15": "SD 1.5", "sdxl": "SDXL"}
-KINDS = ("text_to_image",)
+FAMILIES = ("sd15", "sdxl", "marigold")
+FAMILY_NAMES = {"sd15": "SD 1.5", "sdxl": "SDXL", "marigold": "Marigold"}
+_ARTICLES = {"sd15": "an", "sdxl": "an", "marigold": "a"}  # "an SDXL model", "a Marigold model"
+KINDS = ("text_to_image", "intrinsics", "normals")
+# The families a kind can be; kinds not listed here (ControlNets, later) are not restricted.
+KIND_FAMILIES = {"text_to_image": ("sd15", "sdxl"), "intrinsics": ("marigold",),
+                 "normals": ("marigold",)}
+# Marigold kinds -> the diffusers pipeline class their model_index.json must name.
+MARIGOLD_PIPELINES = {"intrinsics": "MarigoldIntrinsicsPipeline",
+                      "normals": "MarigoldNormalsPipeline"}
+MARIGOLD_INTRINSICS_ID = "prs-eth/marigold-iid-appearance-v1-1"  # albedo, roughness, metallicity
+MARIGOLD_NORMALS_ID = "prs-eth/marigold-normals-v1-1"
 REGISTRY_FORMAT = 1
 REGISTRY_FILE = "registry.json"
 ENV_REGISTRY = "SCENE_DIFFUSION_MODELS"
@@ -57,7 +72,7 @@ class ModelSpec:
     name: str  # registry key, e.g. "sd15"
     source: str  # Hugging Face repo id, or an absolute local folder path
     family: str  # one of FAMILIES
-    kind: str  # "text_to_image" for now
+    kind: str  # one of KINDS ("text_to_image", "intrinsics", "normals"), or a later kind
     tiny: bool = False  # built by make-tiny (random weights)
 
 
@@ -107,8 +122,14 @@ def default_registry() -> Registry:
                           "text_to_image"),
         "sdxl": ModelSpec("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "sdxl",
                           "text_to_image"),
+        "marigold-intrinsics": ModelSpec("marigold-intrinsics", MARIGOLD_INTRINSICS_ID,
+                                         "marigold", "intrinsics"),
+        "marigold-normals": ModelSpec("marigold-normals", MARIGOLD_NORMALS_ID, "marigold",
+                                      "normals"),
     }
-    return Registry(path=None, models=models, roles={"text_to_image": "sd15"})
+    roles = {"text_to_image": "sd15", "intrinsics": "marigold-intrinsics",
+             "normals": "marigold-normals"}
+    return Registry(path=None, models=models, roles=roles)
 
 
 def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
@@ -244,6 +265,8 @@ def detect_family(folder: Path) -> tuple[str | None, str]:
 
 
 def _family_of_pipeline(cls: str) -> str | None:
+    if cls.startswith("Marigold"):  # MarigoldIntrinsicsPipeline, MarigoldNormalsPipeline, ...
+        return "marigold"
     if cls.startswith("StableDiffusionXL"):
         return "sdxl"
     if cls.startswith("StableDiffusion3"):  # a different architecture despite the prefix
@@ -274,10 +297,39 @@ def check_family(spec: ModelSpec, folder: Path) -> None:
                          f"Choose a {want} model for '{spec.name}' in the registry.")
     if found != spec.family:
         raise ModelError(protocol.MODEL_FAMILY,
-                         f"Model '{spec.name}' is declared {want}, but {folder} holds an "
-                         f"{FAMILY_NAMES[found]} model ({cls}).",
+                         f"Model '{spec.name}' is declared {want}, but {folder} holds "
+                         f"{_ARTICLES[found]} {FAMILY_NAMES[found]} model ({cls}).",
                          f"Set \"family\": \"{found}\" for '{spec.name}' in the registry, or "
                          f"point it at a {want} model.")
+
+
+def check_kind(spec: ModelSpec, folder: Path) -> None:
+    """Raise MODEL_FAMILY when the model cannot serve ``spec.kind`` (no weights read).
+
+    The declared family must be one the kind accepts (text_to_image: SD 1.5 or SDXL;
+    intrinsics and normals: Marigold), and a Marigold kind needs exactly its pipeline class:
+    a Marigold depth or normals folder is no intrinsics model. Call after check_family.
+    """
+    families = KIND_FAMILIES.get(spec.kind)
+    if families is not None and spec.family not in families:
+        wanted = " or ".join(FAMILY_NAMES[f] for f in families)
+        raise ModelError(protocol.MODEL_FAMILY,
+                         f"Model '{spec.name}' is used as a {spec.kind} model, which must be "
+                         f"{_ARTICLES[families[0]]} {wanted} model, but it is declared "
+                         f"{FAMILY_NAMES.get(spec.family, spec.family)}.",
+                         f"Point '{spec.name}' at a {wanted} model in the registry, or give it "
+                         "the kind that fits it.")
+    want_cls = MARIGOLD_PIPELINES.get(spec.kind)
+    if want_cls is None:
+        return
+    _, cls = detect_family(Path(folder))
+    if cls != want_cls:
+        example = MARIGOLD_INTRINSICS_ID if spec.kind == "intrinsics" else MARIGOLD_NORMALS_ID
+        raise ModelError(protocol.MODEL_FAMILY,
+                         f"Model '{spec.name}' is used as a {spec.kind} model, but {folder} holds "
+                         f"a {cls or 'model of unknown class'}, not a {want_cls}.",
+                         f"Point '{spec.name}' at a {want_cls} model (such as {example}) in the "
+                         "registry.")
 
 
 def weights_problem(folder: Path, allow_unsafe: bool = False) -> str | None:
@@ -342,6 +394,7 @@ def _check_one(spec: ModelSpec, allow_unsafe: bool) -> dict[str, Any]:
         return {"name": spec.name, "ok": False, "detail": missing_detail(spec)}
     try:
         check_family(spec, folder)
+        check_kind(spec, folder)
     except ModelError as exc:
         return {"name": spec.name, "ok": False, "detail": exc.message}
     problem = weights_problem(folder, allow_unsafe)
@@ -365,9 +418,19 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
-def pipeline_class(family: str) -> Any:
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+def pipeline_class(family: str, kind: str = "text_to_image") -> Any:
+    """The diffusers pipeline class for a model: by kind for Marigold, else by family."""
+    from diffusers import (
+        MarigoldIntrinsicsPipeline,
+        MarigoldNormalsPipeline,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+    )
 
+    if kind == "intrinsics":
+        return MarigoldIntrinsicsPipeline
+    if kind == "normals":
+        return MarigoldNormalsPipeline
     return {"sd15": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}[family]
 
 
@@ -388,7 +451,13 @@ class _Loaded:
 
 
 class PipelineCache:
-    """Loaded pipelines kept warm between jobs, one family on the device at a time."""
+    """Loaded pipelines kept warm between jobs, one family on the device at a time.
+
+    Pipelines are cached by model name. Loading a model of another family first releases
+    every loaded pipeline of a different family: SD 1.5, SDXL and Marigold never share the
+    device, so a PBR job (Marigold) after a texture job (SD 1.5) reloads, and the reverse.
+    The two Marigold models (intrinsics and normals) are one family and stay loaded together.
+    """
 
     def __init__(self, device: str, dtype: torch.dtype, allow_download: bool = False,
                  allow_unsafe: bool = False) -> None:
@@ -404,6 +473,23 @@ class PipelineCache:
             raise ModelError(protocol.INVALID_PARAMS,
                              f"Model '{spec.name}' is a {spec.kind} model, not text_to_image.",
                              "Choose a text_to_image model for this role in the registry.")
+        return self._get(spec)
+
+    def marigold(self, spec: ModelSpec) -> Any:
+        """A MarigoldIntrinsicsPipeline (kind ``intrinsics``) or MarigoldNormalsPipeline (``normals``).
+
+        Same rules as :meth:`text_to_image`: offline first, safetensors only, the family and the
+        pipeline class checked before any weights load, one pipeline per model name kept warm.
+        """
+        if spec.kind not in MARIGOLD_PIPELINES:
+            raise ModelError(protocol.INVALID_PARAMS,
+                             f"Model '{spec.name}' is a {spec.kind} model, not a Marigold "
+                             f"{' or '.join(MARIGOLD_PIPELINES)} model.",
+                             "Choose an intrinsics or normals model (a Marigold pipeline) for "
+                             "this role in the registry.")
+        return self._get(spec)
+
+    def _get(self, spec: ModelSpec) -> Any:
         hit = self._loaded.get(spec.name)
         if hit is not None and hit.spec == spec:
             return hit.pipeline
@@ -431,12 +517,15 @@ class PipelineCache:
         folder = locate(spec)
         if folder is not None:
             check_family(spec, folder)
+            check_kind(spec, folder)
             return str(folder), True
         if is_local_source(spec) or not self.allow_download or hub_offline():
             raise ModelError(protocol.MODEL_MISSING,
                              f"Model '{spec.name}' is not available: {_not_here(spec)}"
                              f"{self._why_no_download(spec)}.", self._missing_hint(spec))
-        check_family(spec, self._download_index(spec))
+        index = self._download_index(spec)
+        check_family(spec, index)
+        check_kind(spec, index)
         return spec.source, False
 
     def _why_no_download(self, spec: ModelSpec) -> str:
@@ -472,7 +561,7 @@ class PipelineCache:
                              self._missing_hint(spec)) from None
 
     def _from_pretrained(self, spec: ModelSpec, source: str, local: bool) -> Any:
-        cls = pipeline_class(spec.family)
+        cls = pipeline_class(spec.family, spec.kind)
         try:
             pipeline = cls.from_pretrained(
                 source,

@@ -6,7 +6,7 @@ an out-of-range size is a clear message in Blender rather than an error from the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 MIN_SIZE = 64
@@ -38,6 +38,7 @@ class TextureParams:
     seamless_y: bool = True
     model: str = ""  # a registry model name; empty: the registry's text_to_image model
     preview_every: int = 2  # write a preview PNG every N steps (0: never)
+    pbr: bool = False  # also derive PBR maps (image filters) from the texture
 
     def __post_init__(self) -> None:
         if not self.prompt.strip():
@@ -61,7 +62,10 @@ class TextureParams:
         return asdict(self)
 
 
-_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool}
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "str": str, "int": int, "float": (int, float), "bool": bool,
+    "list[str]": list, "dict[str, str]": dict,
+}
 
 
 def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
@@ -82,3 +86,122 @@ def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
         return cls(**values)
     except TypeError as exc:  # a required field is missing
         raise ParamError(str(exc)) from None
+
+
+PBR_METHODS = ("filters", "marigold")
+NORMAL_CONVENTIONS = ("opengl", "directx")
+MAP_NAMES = ("albedo", "normal", "roughness", "metallic", "ao", "height")
+EXR_COMPRESSIONS = ("zip", "piz", "dwaa", "none")
+EXPORT_LAYOUTS = ("separate", "multilayer", "multipart")
+EXPORT_FORMATS = ("exr", "png16")
+MAX_MAP_SIZE = 8192
+
+
+@dataclass(frozen=True)
+class PbrParams:
+    """Derive PBR maps from a colour image in the job folder."""
+
+    source: str = "inputs/color.npy"  # relative to the job folder: .npy (H x W x C float) or an image file
+    source_colorspace: str = "srgb"  # "srgb": display-encoded values (8-bit textures); "linear": scene-linear
+    method: str = "filters"  # "filters": image filters; "marigold": learned intrinsics + normals
+    normal_strength: float = 1.0
+    detail_radius: float = 16.0
+    invert_height: bool = False
+    roughness_base: float = 0.6
+    roughness_contrast: float = 1.0
+    ao_radius: float = 12.0
+    ao_strength: float = 1.0
+    seamless: bool = True  # every filter wraps around, so every map tiles like the source
+    steps: int = 4  # marigold only
+    seed: int = 0  # marigold only
+    model: str = ""  # marigold only: registry names "intrinsics_model,normals_model"; empty: the roles
+    attributes: dict[str, str] = field(default_factory=dict)  # provenance for the EXR headers
+
+    def __post_init__(self) -> None:
+        _choice("method", self.method, PBR_METHODS)
+        _choice("source_colorspace", self.source_colorspace, ("srgb", "linear"))
+        for name, low, high in (("normal_strength", 0.0, 100.0), ("detail_radius", 0.0, 512.0),
+                                ("roughness_base", 0.0, 1.0), ("roughness_contrast", 0.0, 10.0),
+                                ("ao_radius", 0.0, 512.0), ("ao_strength", 0.0, 10.0)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ParamError(f"{name} must be between {low:g} and {high:g}, got {value}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ParamError(f"steps must be between 1 and {MAX_STEPS}, got {self.steps}")
+        _relative("source", self.source)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PbrParams:
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ExportMapsParams:
+    """Write maps (inputs/<map>.npy in the job folder) as EXR or 16-bit PNG into ``directory``."""
+
+    maps: list[str]
+    directory: str
+    basename: str = "material"
+    layout: str = "multilayer"
+    format: str = "exr"
+    half: bool = True
+    compression: str = "zip"
+    normal_convention: str = "opengl"  # the maps arrive in Blender's (OpenGL) convention
+    attributes: dict[str, str] = field(default_factory=dict)
+    colorspaces: dict[str, str] = field(default_factory=dict)  # map -> "srgb" (byte images) or "linear"
+
+    def __post_init__(self) -> None:
+        if not self.maps:
+            raise ParamError("no maps to export")
+        for name in self.maps:
+            _choice("map", name, MAP_NAMES)
+        _choice("layout", self.layout, EXPORT_LAYOUTS)
+        _choice("format", self.format, EXPORT_FORMATS)
+        _choice("compression", self.compression, EXR_COMPRESSIONS)
+        _choice("normal_convention", self.normal_convention, NORMAL_CONVENTIONS)
+        for name, space in self.colorspaces.items():
+            _choice(f"colour space of {name}", space, ("srgb", "linear"))
+        if self.format == "png16" and self.layout != "separate":
+            raise ParamError("16-bit PNG holds one map per file: use the 'separate' layout")
+        if not self.basename.strip() or any(c in self.basename for c in '/\\:*?"<>|'):
+            raise ParamError(f"basename {self.basename!r} is not a usable file name")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportMapsParams:
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ImportMapsParams:
+    """Read an EXR holding maps (ours, or anyone's with the same layer names)."""
+
+    path: str
+    normal_convention: str = "opengl"  # the file's convention; converted to Blender's (OpenGL)
+
+    def __post_init__(self) -> None:
+        _choice("normal_convention", self.normal_convention, NORMAL_CONVENTIONS)
+        if not self.path:
+            raise ParamError("no EXR file given")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImportMapsParams:
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ParamError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _relative(name: str, value: str) -> None:
+    if not value or value.startswith(("/", "\\")) or ".." in value.replace("\\", "/").split("/"):
+        raise ParamError(f"{name} must be a path inside the job folder, got {value!r}")

@@ -4,7 +4,8 @@
 demo then load the result through the same registry and ``from_pretrained`` path as real
 weights, so nothing ever downloads from a hub. Shapes follow the real models where the
 pipelines depend on them (VAE scale factor 8, 4 latent channels, 77-token prompts, SDXL's
-text-time conditioning); widths and depths are as small as the classes allow.
+text-time conditioning, Marigold's image + target latents stacked on the UNet's channels);
+widths and depths are as small as the classes allow.
 """
 
 from __future__ import annotations
@@ -18,6 +19,21 @@ from typing import Any
 REGISTRY_FORMAT = 1
 SD15_DIR = "sd15-tiny"
 SDXL_DIR = "sdxl-tiny"
+INTRINSICS_DIR = "marigold-intrinsics-tiny"
+NORMALS_DIR = "marigold-normals-tiny"
+LATENT_CHANNELS = 4
+
+# What prs-eth/marigold-iid-appearance-v1-1 predicts: two targets, each an RGB-like image;
+# "material" stacks roughness and metallicity in its first two channels (the third is unused).
+APPEARANCE_TARGETS: dict[str, Any] = {
+    "target_names": ["albedo", "material"],
+    "albedo": {"prediction_space": "srgb"},
+    "material": {"prediction_space": "stack", "sub_target_names": ["roughness", "metallicity", None]},
+    "roughness": {"prediction_space": "linear", "up_to_scale": False},
+    "metallicity": {"prediction_space": "linear", "up_to_scale": False},
+}
+MARIGOLD_STEPS = 1  # default_denoising_steps of the tiny models (the real v1-1 ones: 4)
+MARIGOLD_RESOLUTION = 64  # default_processing_resolution (the real ones: 768)
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
@@ -139,21 +155,32 @@ def _vae(seed: int, scaling_factor: float) -> Any:
         down_block_types=("DownEncoderBlock2D",) * n,
         up_block_types=("UpDecoderBlock2D",) * n,
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=LATENT_CHANNELS,
         norm_num_groups=SIZES.vae_groups,
         sample_size=SIZES.latent_size * 2 ** (n - 1),
         scaling_factor=scaling_factor,
     )
 
 
-def _unet(seed: int, sdxl: bool) -> Any:
+def _unet(seed: int, sdxl: bool, marigold_targets: int = 0) -> Any:
+    """The denoiser. ``marigold_targets`` > 0: a Marigold UNet predicting that many targets.
+
+    Marigold concatenates the image latent (4 channels) and the noisy target latents (4 per
+    target) on the channel axis and predicts the targets' noise: in 4 * (1 + T), out 4 * T.
+    Its UNet comes from Stable Diffusion 2, which uses linear projections in its transformers.
+    """
     import torch
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
     extra: dict[str, Any] = {}
     cross_dim = SIZES.text_hidden
-    if sdxl:
+    in_channels = out_channels = LATENT_CHANNELS
+    if marigold_targets:
+        in_channels = LATENT_CHANNELS * (1 + marigold_targets)
+        out_channels = LATENT_CHANNELS * marigold_targets
+        extra = {"use_linear_projection": True}
+    elif sdxl:
         # SDXL: prompt features of both encoders concatenated; pooled text embeds plus six
         # size/crop numbers (each time-embedded) feed the "text_time" added condition.
         cross_dim = 2 * SIZES.text_hidden
@@ -165,8 +192,8 @@ def _unet(seed: int, sdxl: bool) -> Any:
         }
     return UNet2DConditionModel(
         sample_size=SIZES.latent_size,
-        in_channels=4,
-        out_channels=4,
+        in_channels=in_channels,
+        out_channels=out_channels,
         block_out_channels=SIZES.unet_channels,
         layers_per_block=1,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -189,6 +216,24 @@ def _scheduler() -> Any:
         beta_schedule="scaled_linear",
         timestep_spacing="leading",
         steps_offset=1,
+    )
+
+
+def _marigold_scheduler() -> Any:
+    from diffusers import DDIMScheduler
+
+    # What the Marigold v1-1 checkpoints ship: DDIM on the Stable Diffusion schedule,
+    # v-prediction, "trailing" timesteps (so one step starts from pure noise at t = 999).
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
     )
 
 
@@ -224,6 +269,44 @@ def build_sdxl(scratch: Path, seed: int = 0) -> Any:
     )
 
 
+def build_marigold_intrinsics(scratch: Path, seed: int = 0) -> Any:
+    """A MarigoldIntrinsicsPipeline shaped like marigold-iid-appearance (albedo + material)."""
+    from diffusers import MarigoldIntrinsicsPipeline
+
+    targets = len(APPEARANCE_TARGETS["target_names"])
+    return MarigoldIntrinsicsPipeline(
+        unet=_unet(seed + 2, sdxl=False, marigold_targets=targets),
+        vae=_vae(seed, scaling_factor=0.18215),
+        scheduler=_marigold_scheduler(),
+        text_encoder=_text_encoder(seed + 1),
+        tokenizer=_tokenizer(scratch),
+        prediction_type="intrinsics",
+        target_properties=APPEARANCE_TARGETS,
+        default_denoising_steps=MARIGOLD_STEPS,
+        default_processing_resolution=MARIGOLD_RESOLUTION,
+    )
+
+
+def build_marigold_normals(scratch: Path, seed: int = 0) -> Any:
+    from diffusers import MarigoldNormalsPipeline
+
+    return MarigoldNormalsPipeline(
+        unet=_unet(seed + 2, sdxl=False, marigold_targets=1),
+        vae=_vae(seed, scaling_factor=0.18215),
+        scheduler=_marigold_scheduler(),
+        text_encoder=_text_encoder(seed + 1),
+        tokenizer=_tokenizer(scratch),
+        prediction_type="normals",
+        use_full_z_range=True,
+        default_denoising_steps=MARIGOLD_STEPS,
+        default_processing_resolution=MARIGOLD_RESOLUTION,
+    )
+
+
+BUILDERS = ((SD15_DIR, build_sd15), (SDXL_DIR, build_sdxl),
+            (INTRINSICS_DIR, build_marigold_intrinsics), (NORMALS_DIR, build_marigold_normals))
+
+
 def registry_document() -> dict[str, Any]:
     """The registry file for the tiny models; sources are relative to the file's folder."""
     return {
@@ -233,8 +316,12 @@ def registry_document() -> dict[str, Any]:
                        "tiny": True},
             SDXL_DIR: {"source": SDXL_DIR, "family": "sdxl", "kind": "text_to_image",
                        "tiny": True},
+            INTRINSICS_DIR: {"source": INTRINSICS_DIR, "family": "marigold", "kind": "intrinsics",
+                             "tiny": True},
+            NORMALS_DIR: {"source": NORMALS_DIR, "family": "marigold", "kind": "normals",
+                          "tiny": True},
         },
-        "roles": {"text_to_image": SD15_DIR},
+        "roles": {"text_to_image": SD15_DIR, "intrinsics": INTRINSICS_DIR, "normals": NORMALS_DIR},
     }
 
 
@@ -246,7 +333,7 @@ def make_tiny(dest: str | os.PathLike, seed: int = 0) -> Path:
     dest = Path(dest).expanduser().resolve()
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sd-tiny-") as scratch:
-        for name, build in ((SD15_DIR, build_sd15), (SDXL_DIR, build_sdxl)):
+        for name, build in BUILDERS:
             pipe = build(Path(scratch), seed)
             if (dest / name).is_dir():  # a rebuild leaves no stale files from older layouts
                 shutil.rmtree(dest / name)

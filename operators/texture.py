@@ -31,7 +31,7 @@ class SCENE_DIFFUSION_OT_generate_texture(bpy.types.Operator):
             return {"CANCELLED"}
         targets = [o.name for o in context.selected_objects if o.type == "MESH"]
         skipped = [o.name for o in context.selected_objects if o.type != "MESH"]
-        on_result = texture_result.applier(params.prompt, targets, settings.assign_material)
+        on_result = texture_result.applier(params.prompt, targets, settings.assign_material, settings.height_mode)
         job = service.submit("texture", params.to_dict(), on_result=on_result)
         if skipped:
             self.report({"INFO"}, f"Not meshes, left as they are: {', '.join(skipped)}")

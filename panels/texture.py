@@ -38,6 +38,11 @@ class SCENE_DIFFUSION_PT_texture(bpy.types.Panel):
         sub.prop(settings, "seed", text="")
         layout.prop(settings, "model", placeholder="registry default")
         layout.prop(settings, "assign_material")
+        row = layout.row(heading="PBR")
+        row.prop(settings, "pbr", text="Maps")
+        sub = row.row()
+        sub.enabled = settings.pbr
+        sub.prop(settings, "height_mode", text="")
         layout.operator("scene_diffusion.generate_texture", icon="TEXTURE")
         jobs = [j for j in service.supervisor().jobs.values() if j.task == "texture"]
         draw_job(layout, max(jobs, key=lambda j: j.submitted, default=None))

@@ -6,6 +6,7 @@ tests/blender in another (see the Makefile).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ if str(ROOT) not in sys.path:  # `backend` and `devtools` import as top-level pa
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 TINY_MODELS_TIMEOUT_S = 1800
+TINY_MODEL_ROLES = ("text_to_image", "intrinsics", "normals")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -34,15 +36,24 @@ def _backend_version() -> str:
     return str(__version__)
 
 
+def _has_roles(registry: Path, roles: tuple[str, ...]) -> bool:
+    try:
+        listed = json.loads(registry.read_text(encoding="utf-8")).get("roles", {})
+    except (OSError, ValueError, AttributeError):  # missing, unreadable or not a JSON object
+        return False
+    return isinstance(listed, dict) and all(role in listed for role in roles)
+
+
 @pytest.fixture(scope="session")
 def tiny_models() -> Path:
     """Folder of tiny random-weight pipelines for every role, with its ``registry.json``.
 
     Built once per backend version by ``python -m backend models make-tiny DIR`` into
-    ``.cache/tiny-models/<version>/`` and reused while its registry.json exists.
+    ``.cache/tiny-models/<version>/`` and reused while its registry.json lists every role
+    (an older build without the newer roles is rebuilt).
     """
     folder = ROOT / ".cache" / "tiny-models" / _backend_version()
-    if not (folder / "registry.json").is_file():
+    if not _has_roles(folder / "registry.json", TINY_MODEL_ROLES):
         folder.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "backend", "models", "make-tiny", str(folder)]
         try:

@@ -35,6 +35,15 @@ def write_png(path: str | os.PathLike[str], image: np.ndarray, scale: int = 1) -
     return path
 
 
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def is_greyscale(path: str | os.PathLike[str]) -> bool:
+    """True for single-channel files (Pillow's grey modes), which read_image would widen to RGB."""
+    with Image.open(path) as img:
+        return img.mode in GREY_MODES
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Any Pillow-readable file -> H x W x C float32 in [0, 1]."""
     with Image.open(path) as img:

@@ -10,7 +10,12 @@ if TYPE_CHECKING:
     from backend.tasks.context import JobContext, TaskOutput
 
 # Task name -> module. Imported on first use so a typo in one task cannot stop the server.
-TASKS = {"texture": "backend.tasks.texture"}
+TASKS = {
+    "texture": "backend.tasks.texture",
+    "pbr": "backend.tasks.pbr",
+    "export_maps": "backend.tasks.export_maps",
+    "import_maps": "backend.tasks.import_maps",
+}
 
 
 def get_task(name: str) -> Callable[[JobContext], TaskOutput]:

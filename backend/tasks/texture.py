@@ -9,12 +9,16 @@ from typing import Any
 import torch
 
 from backend import protocol
+from backend.imaging.color import srgb_to_linear
+from backend.imaging.exr import write_exr
 from backend.imaging.image_io import write_png
+from backend.imaging.pbr import PbrSettings, derive_maps
 from backend.imaging.tiling import seam_ratio
 from backend.params import ParamError, TextureParams
 from backend.preview import latents_to_rgb
 from backend.seamless import pipeline_modules, set_seamless
 from backend.tasks.context import JobContext, TaskError, TaskOutput
+from backend.tasks.maps import provenance, write_map_set
 
 PREVIEW_SIZE = 128  # longest side of a preview PNG, in pixels
 
@@ -65,9 +69,19 @@ def run(ctx: JobContext) -> TaskOutput:
     image = result.images[0]
     ctx.record(timings={"generate_s": round(time.perf_counter() - loaded, 3)})
     path = write_png(ctx.output("texture.png"), image)
+    attributes = provenance(prompt=params.prompt, negative_prompt=params.negative_prompt, seed=seed,
+                            model=spec.source, steps=params.steps, guidance=params.guidance)
+    linear = srgb_to_linear(image)
+    outputs = {"image": ctx.relative(path),
+               "image_exr": ctx.relative(write_exr(ctx.output("texture.exr"), {"": linear}, attributes=attributes))}
+    if params.pbr:
+        ctx.progress(total, total, message="deriving PBR maps")
+        # Wrap only when the texture tiles both ways: a filter wrapping across a seam smears it.
+        settings = PbrSettings(wrap=params.seamless_x and params.seamless_y)
+        outputs.update(write_map_set(ctx, derive_maps(linear, settings).as_layers(), attributes))
     return TaskOutput(
-        outputs={"image": ctx.relative(path)},
-        info={"seed": seed, "width": params.width, "height": params.height,
+        outputs=outputs,
+        info={"seed": seed, "model": spec.source, "width": params.width, "height": params.height,
               "seam_ratio_x": round(seam_ratio(image, axis=1), 4),
               "seam_ratio_y": round(seam_ratio(image, axis=0), 4)},
     )

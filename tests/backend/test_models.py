@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Folder holding registry.json, sd15-tiny/ and sdxl-tiny/ (built once)."""
+    """Folder holding registry.json, sd15-tiny/, sdxl-tiny/ and the Marigold models (built once)."""
     registry = make_tiny(tmp_path_factory.mktemp("tiny"), seed=0)
     assert registry.name == "registry.json"
     return registry.parent
@@ -92,6 +92,11 @@ def test_env_override_and_builtin_default(tmp_path: Path, monkeypatch: pytest.Mo
     assert (spec.name, spec.family, spec.source) == (
         "sd15", "sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5")
     assert builtin.resolve("text_to_image", "sdxl").source == "stabilityai/stable-diffusion-xl-base-1.0"
+    intrinsics, normals = builtin.resolve("intrinsics"), builtin.resolve("normals")
+    assert (intrinsics.source, intrinsics.family, intrinsics.kind) == (
+        "prs-eth/marigold-iid-appearance-v1-1", "marigold", "intrinsics")
+    assert (normals.source, normals.family, normals.kind) == (
+        "prs-eth/marigold-normals-v1-1", "marigold", "normals")
 
     write_registry(tmp_path, {"models": {"mine": {"source": "m", "family": "sdxl"}},
                               "roles": {"text_to_image": "mine"}})
@@ -152,7 +157,7 @@ def test_family_mismatch_raises_before_any_weights_load(
     assert info.value.code == protocol.MODEL_FAMILY
     assert "SD 1.5" in info.value.message and "SDXL" in info.value.message
 
-    def no_loading(family: str) -> None:
+    def no_loading(*args: object) -> None:
         raise AssertionError("weights were about to load")
 
     monkeypatch.setattr(models, "pipeline_class", no_loading)
@@ -209,9 +214,13 @@ def test_make_tiny_is_deterministic(tiny: Path, tmp_path: Path) -> None:
     assert any(name.endswith(".safetensors") for name in first)
     assert first == second
     doc = json.loads((tiny / "registry.json").read_text())
-    assert doc["roles"] == {"text_to_image": "sd15-tiny"}
+    assert doc["roles"] == {"text_to_image": "sd15-tiny", "intrinsics": "marigold-intrinsics-tiny",
+                            "normals": "marigold-normals-tiny"}
     assert doc["models"]["sdxl-tiny"] == {"source": "sdxl-tiny", "family": "sdxl",
                                           "kind": "text_to_image", "tiny": True}
+    assert doc["models"]["marigold-normals-tiny"] == {"source": "marigold-normals-tiny",
+                                                      "family": "marigold", "kind": "normals",
+                                                      "tiny": True}
 
 
 @pytest.mark.parametrize("name, family", [("sd15-tiny", "sd15"), ("sdxl-tiny", "sdxl")])

@@ -1,0 +1,76 @@
+"""Colour image -> PBR maps (albedo, normal, roughness, metallic, AO, height), by image
+filters or by Marigold's learned intrinsics and normals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from backend import protocol
+from backend.imaging.color import srgb_to_linear
+from backend.imaging.exr import read_exr
+from backend.imaging.image_io import is_greyscale, read_image
+from backend.imaging.pbr import PbrMaps, PbrSettings, derive_maps
+from backend.params import ParamError, PbrParams
+from backend.tasks.context import JobContext, TaskError, TaskOutput
+from backend.tasks.maps import provenance, write_map_set
+
+
+def load_color(path: Path, colorspace: str) -> np.ndarray:
+    """The source as scene-linear H x W x 3 float32, with a clear error for what is not colour."""
+    if not path.is_file():
+        raise TaskError(protocol.INVALID_PARAMS, f"source image {path} does not exist")
+    try:
+        if path.suffix == ".npy":
+            pixels = np.load(path)
+        elif path.suffix.lower() == ".exr":
+            pixels = read_exr(path).layers.get("")
+            if pixels is None:
+                raise ValueError("it has no plain R, G, B channels")
+        else:
+            if is_greyscale(path):
+                raise ValueError("it has a single (grey) channel")
+            pixels = read_image(path)
+    except (OSError, ValueError) as exc:
+        raise TaskError(protocol.INVALID_PARAMS, f"{path.name} is not a readable image: {exc}") from None
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if pixels.ndim != 3 or pixels.shape[2] < 3 or 0 in pixels.shape:
+        raise TaskError(protocol.INVALID_PARAMS,
+                        f"{path.name} is {'x'.join(map(str, pixels.shape))}: PBR maps need a colour "
+                        "(RGB) image with at least one pixel",
+                        "use a colour image; a single-channel image has no colour to derive from")
+    rgb = pixels[:, :, :3]
+    return srgb_to_linear(rgb) if colorspace == "srgb" else rgb
+
+
+def settings_from(params: PbrParams) -> PbrSettings:
+    return PbrSettings(normal_strength=params.normal_strength, detail_radius=params.detail_radius,
+                       invert_height=params.invert_height, roughness_base=params.roughness_base,
+                       roughness_contrast=params.roughness_contrast, ao_radius=params.ao_radius,
+                       ao_strength=params.ao_strength, wrap=params.seamless)
+
+
+def run(ctx: JobContext) -> TaskOutput:
+    try:
+        params = PbrParams.from_dict(ctx.params)
+    except ParamError as exc:
+        raise TaskError(protocol.INVALID_PARAMS, str(exc)) from None
+    color = load_color(ctx.job_dir / params.source, params.source_colorspace)
+    ctx.progress(0, 1, message="deriving maps")
+    if params.method == "marigold":
+        from backend.tasks.pbr_marigold import marigold_maps
+
+        maps = marigold_maps(ctx, color, params, settings_from(params))
+    else:
+        maps = derive_maps(color, settings_from(params))
+    ctx.check_cancelled()
+    outputs = write_map_set(ctx, maps.as_layers(), provenance(method=params.method, **params.attributes))
+    ctx.progress(1, 1)
+    return TaskOutput(outputs, info=_info(maps, params.method))
+
+
+def _info(maps: PbrMaps, method: str) -> dict[str, object]:
+    height, width = maps.height.shape
+    return {"method": method, "width": width, "height": height,
+            "roughness_mean": round(float(maps.roughness.mean()), 4)}
