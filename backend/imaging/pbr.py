@@ -50,7 +50,7 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
 class PbrSettings:
     """How the maps are derived. Distances are in pixels of the source image."""
 
-    normal_strength: float = 1.0  # slope multiplier: height units per pixel -> normal tilt (0: flat normals)
+    normal_strength: float = 1.0  # slope multiplier: normals tilt by strength * height_depth * dh/dpx (0: flat)
     detail_radius: float = 16.0  # px; height = lightness high-passed by a Gaussian of this sigma (0: no high-pass)
     invert_height: bool = False  # dark = high instead of bright = high (e.g. for embossed dark paint)
     roughness_contrast: float = 1.0  # how strongly lightness moves roughness; negative: brighter is rougher
@@ -94,7 +94,7 @@ class PbrMaps:
     metallic: np.ndarray  # H x W, zeros: lightness says nothing about metal
 
     def as_layers(self) -> dict[str, np.ndarray]:
-        """Layer name -> array, in the order EXR files and Blender materials list them."""
+        """Layer name -> array, always in this order (albedo, normal, roughness, ao, height, metallic)."""
         return {
             "albedo": self.albedo,
             "normal": self.normal,
