@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import service, texture_result
+from .pbr_material import find_maps
 from .supervisor import Job
 
 
@@ -40,4 +41,4 @@ def shutdown_backend() -> None:
     service.shutdown()
 
 
-__all__ = ["generate_texture", "backend_state", "shutdown_backend"]
+__all__ = ["generate_texture", "backend_state", "shutdown_backend", "find_maps"]

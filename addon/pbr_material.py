@@ -51,7 +51,7 @@ def load_map_images(job_dir: Path, outputs: dict[str, str], base: str,
 
 def build_material(name: str, images: dict[str, bpy.types.Image], height_mode: str = "BUMP",
                    bump_strength: float = 0.3, displacement_scale: float = 0.05) -> bpy.types.Material:
-    material = bpy.data.materials.new(name[:NAME_LIMIT])
+    material = bpy.data.materials.new(name)
     if material.node_tree is None:  # Blender 4.x
         material.use_nodes = True
     tree: Any = material.node_tree  # node sockets are dynamically typed; the stubs cannot follow them
@@ -115,7 +115,7 @@ def build_material(name: str, images: dict[str, bpy.types.Image], height_mode: s
 def apply_maps(job_dir: Path, outputs: dict[str, str], base: str, object_names: Iterable[str],
                height_mode: str = "BUMP", provenance: dict[str, str] | None = None) -> PbrApplied:
     images = load_map_images(job_dir, outputs, base, provenance)
-    material = build_material(f"{base} PBR", images, height_mode)
+    material = build_material(f"{base[:NAME_LIMIT - 4]} PBR", images, height_mode)
     objects = [bpy.data.objects[n] for n in object_names
                if n in bpy.data.objects and bpy.data.objects[n].type == "MESH"]
     for obj in objects:

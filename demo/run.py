@@ -119,6 +119,23 @@ def main() -> int:
     tile_2x2(OUT / "texture.png", OUT / "texture_tiled_2x2.png")
     shutil.copytree(job.job_dir, OUT / "job")
 
+    # PBR: derive maps from the ball's new base colour, wire a full material, export as EXR.
+    bpy.ops.object.select_all(action="DESELECT")
+    ball.select_set(True)
+    bpy.context.view_layer.objects.active = ball
+    scene.scene_diffusion.pbr.image = None  # use the active material's base colour image
+    t0 = time.monotonic()
+    bpy.ops.scene_diffusion.derive_pbr()
+    pbr_s = time.monotonic() - t0
+    export = scene.scene_diffusion.export
+    export.directory, export.basename, export.layout = str(OUT / "maps"), "ball", "multilayer"
+    export.format, export.half, export.compression = "exr", True, "zip"
+    bpy.ops.scene_diffusion.export_maps()
+    from backend.imaging.exr import read_exr
+
+    exported = read_exr(OUT / "maps" / "ball.exr")
+    pbr_maps = sorted(api.find_maps(ball.active_material))
+
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
     scene.cycles.samples = 16
@@ -138,6 +155,10 @@ def main() -> int:
                     "seam_ratio_y": record["info"]["seam_ratio_y"], "seconds": round(texture_s, 2),
                     "material_on": [o.name for o in (ball, ground) if o.active_material]},
         "backend": record["backend"],
+        "pbr": {"material": ball.active_material.name, "maps": pbr_maps, "seconds": round(pbr_s, 2),
+                "exported": "maps/ball.exr", "channels": exported.channels,
+                "attributes": {k: exported.attributes[k] for k in ("prompt", "seed", "software")
+                               if k in exported.attributes}},
         "render": {"engine": "CYCLES", "samples": 16, "seconds": round(render_s, 2)},
         "outputs": sorted(p.name for p in OUT.iterdir()),
         "total_seconds": round(time.monotonic() - started, 2),

@@ -113,3 +113,18 @@ def test_status_bar_shows_a_running_job(addon, clean_scene):
         del sup.jobs[job.id]
     progress = next(c for c in calls if c[0] == "progress")
     assert progress[2]["factor"] == 0.25 and "2/8" in progress[2]["text"]
+
+
+@pytest.mark.parametrize("method, file_format", [("filters", "exr"), ("marigold", "png16")])
+def test_pbr_panels_draw_in_both_editors(addon, clean_scene, method, file_format):
+    scene = bpy.context.scene.scene_diffusion
+    scene.pbr.method, scene.export.format = method, file_format
+    for panel in (addon.panels.pbr.SCENE_DIFFUSION_PT_pbr, addon.panels.pbr.SCENE_DIFFUSION_PT_pbr_image):
+        calls = _draw(panel.draw, bpy.context)
+        operators = {c[1][0] for c in calls if c[0] == "operator"}
+        assert operators == {"scene_diffusion.derive_pbr", "scene_diffusion.export_maps",
+                             "scene_diffusion.import_maps"}
+        shown = {c[1][1] for c in calls if c[0] == "prop"}
+        assert ("steps" in shown) == (method == "marigold")
+        assert ("compression" in shown) == (file_format == "exr")
+    assert addon.panels.pbr.SCENE_DIFFUSION_PT_pbr_image.bl_space_type == "IMAGE_EDITOR"
