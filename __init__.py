@@ -14,14 +14,16 @@ def _modules() -> list[ModuleType]:
     from .addon import preferences, previews, properties, service
     from .operators import backend as backend_ops
     from .operators import pbr as pbr_ops
+    from .operators import render as render_ops
     from .operators import texture as texture_ops
     from .panels import backend as backend_panel
     from .panels import pbr as pbr_panel
+    from .panels import render as render_panel
     from .panels import status_bar
     from .panels import texture as texture_panel
 
-    return [preferences, properties, service, previews, texture_ops, pbr_ops, backend_ops,
-            texture_panel, pbr_panel, backend_panel, status_bar]
+    return [preferences, properties, service, previews, texture_ops, render_ops, pbr_ops, backend_ops,
+            texture_panel, render_panel, pbr_panel, backend_panel, status_bar]
 
 
 def register() -> None:

@@ -5,7 +5,17 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from ..backend.params import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, PbrParams, TextureParams
+from ..backend.params import (
+    MAX_CANNY_THRESHOLD,
+    MAX_CONTROL_WEIGHT,
+    MAX_SEED,
+    MAX_SIZE,
+    MAX_STEPS,
+    MIN_SIZE,
+    PbrParams,
+    RenderParams,
+    TextureParams,
+)
 
 HEIGHT_MODE_ITEMS = [
     ("BUMP", "Bump", "Height drives a Bump node: shading only, any render engine"),
@@ -106,13 +116,88 @@ class ExportSettings(bpy.types.PropertyGroup):
     import_path: StringProperty(name="EXR File", subtype="FILE_PATH")  # type: ignore[valid-type]
 
 
+class ControlSettings(bpy.types.PropertyGroup):
+    weight: FloatProperty(name="Weight", default=1.0, min=0.0, max=MAX_CONTROL_WEIGHT)  # type: ignore[valid-type]
+    start: FloatProperty(name="Start", default=0.0, min=0.0, max=1.0, subtype="FACTOR",  # type: ignore[valid-type]
+                         description="Fraction of the denoising at which this control starts")
+    end: FloatProperty(name="End", default=1.0, min=0.0, max=1.0, subtype="FACTOR",  # type: ignore[valid-type]
+                       description="Fraction of the denoising at which this control stops")
+    model: StringProperty(  # type: ignore[valid-type]
+        name="Model", description="Registry ControlNet name; empty: the role for the base model's family")
+
+    def to_dict(self, kind: str, enabled: bool) -> dict[str, object]:
+        return {"kind": kind, "weight": self.weight if enabled else 0.0, "start": self.start,
+                "end": self.end, "model": self.model.strip()}
+
+
+class RenderSettings(bpy.types.PropertyGroup):
+    prompt: StringProperty(name="Prompt", description="What the render should show")  # type: ignore[valid-type]
+    negative_prompt: StringProperty(name="Negative Prompt")  # type: ignore[valid-type]
+    seed: IntProperty(name="Seed", default=0, min=0, max=min(MAX_SEED, 2**31 - 1))  # type: ignore[valid-type]
+    random_seed: BoolProperty(name="Random Seed", default=False)  # type: ignore[valid-type]
+    seed_per_frame: BoolProperty(  # type: ignore[valid-type]
+        name="New Seed per Frame", default=False,
+        description="Animation: seed + frame number; off: the same seed for every frame")
+    steps: IntProperty(name="Steps", default=20, min=1, max=MAX_STEPS, soft_max=60)  # type: ignore[valid-type]
+    guidance: FloatProperty(name="Guidance", default=7.5, min=0.0, max=30.0, soft_max=15.0)  # type: ignore[valid-type]
+    use_scene_resolution: BoolProperty(  # type: ignore[valid-type]
+        name="Scene Resolution", default=True, description="Use the scene's output size (rounded to 8 pixels)")
+    width: IntProperty(name="Width", default=512, min=8, soft_min=MIN_SIZE, soft_max=MAX_SIZE,  # type: ignore[valid-type]
+                       step=64, subtype="PIXEL")
+    height: IntProperty(name="Height", default=512, min=8, soft_min=MIN_SIZE, soft_max=MAX_SIZE,  # type: ignore[valid-type]
+                        step=64, subtype="PIXEL")
+    use_depth: BoolProperty(name="Depth", default=True, description="Follow the depth pass")  # type: ignore[valid-type]
+    use_normal: BoolProperty(name="Normal", default=False, description="Follow the normal pass")  # type: ignore[valid-type]
+    use_canny: BoolProperty(name="Canny", default=False, description="Follow edges of the render")  # type: ignore[valid-type]
+    depth: PointerProperty(type=ControlSettings)  # type: ignore[valid-type]
+    normal: PointerProperty(type=ControlSettings)  # type: ignore[valid-type]
+    canny: PointerProperty(type=ControlSettings)  # type: ignore[valid-type]
+    canny_low: IntProperty(name="Low Threshold", default=100, min=0, max=MAX_CANNY_THRESHOLD * 2)  # type: ignore[valid-type]
+    canny_high: IntProperty(name="High Threshold", default=200, min=0, max=MAX_CANNY_THRESHOLD * 2)  # type: ignore[valid-type]
+    img2img: BoolProperty(  # type: ignore[valid-type]
+        name="Start from Render", default=False, description="Start from the Combined pass instead of noise")
+    strength: FloatProperty(name="Strength", default=0.75, min=0.01, max=1.0, subtype="FACTOR")  # type: ignore[valid-type]
+    model: StringProperty(name="Model", description="Base model (registry name); empty: text_to_image")  # type: ignore[valid-type]
+    engine: EnumProperty(  # type: ignore[valid-type]
+        name="Pass Engine", default="CYCLES",
+        items=[("CYCLES", "Cycles", "Exact depth and normals; 1 sample is enough for the passes"),
+               ("BLENDER_EEVEE", "EEVEE", "Needs a GPU to be fast"),
+               ("BLENDER_WORKBENCH", "Workbench", "Fastest; no normal pass")])
+    samples: IntProperty(name="Pass Samples", default=1, min=1, max=4096, soft_max=64)  # type: ignore[valid-type]
+    animation: BoolProperty(name="Animation", default=False, description="Render a frame range")  # type: ignore[valid-type]
+    frame_start: IntProperty(name="Start", default=1)  # type: ignore[valid-type]
+    frame_end: IntProperty(name="End", default=3)  # type: ignore[valid-type]
+    output_dir: StringProperty(  # type: ignore[valid-type]
+        name="Output", subtype="DIR_PATH", default="//diffusion_render/",
+        description="Animation: folder for the numbered PNG and EXR files (frames already there are skipped)")
+
+    def size(self, scene: bpy.types.Scene) -> tuple[int, int]:
+        if not self.use_scene_resolution:
+            return self.width, self.height
+        scale = scene.render.resolution_percentage / 100.0
+        return (round(scene.render.resolution_x * scale / 8) * 8,
+                round(scene.render.resolution_y * scale / 8) * 8)
+
+    def to_params(self, scene: bpy.types.Scene) -> RenderParams:
+        """Validated; raises backend.params.ParamError with a readable message."""
+        width, height = self.size(scene)
+        controls = [self.depth.to_dict("depth", self.use_depth), self.normal.to_dict("normal", self.use_normal),
+                    self.canny.to_dict("canny", self.use_canny)]
+        return RenderParams(
+            prompt=self.prompt, controls=controls, negative_prompt=self.negative_prompt,
+            seed=-1 if self.random_seed else self.seed, steps=self.steps, guidance=self.guidance,
+            width=width, height=height, canny_low=self.canny_low, canny_high=self.canny_high,
+            img2img=self.img2img, strength=self.strength, model=self.model.strip())
+
+
 class SceneDiffusionSettings(bpy.types.PropertyGroup):
     texture: PointerProperty(type=TextureSettings)  # type: ignore[valid-type]
+    render: PointerProperty(type=RenderSettings)  # type: ignore[valid-type]
     pbr: PointerProperty(type=PbrSettings)  # type: ignore[valid-type]
     export: PointerProperty(type=ExportSettings)  # type: ignore[valid-type]
 
 
-classes = (TextureSettings, PbrSettings, ExportSettings, SceneDiffusionSettings)
+classes = (TextureSettings, PbrSettings, ExportSettings, ControlSettings, RenderSettings, SceneDiffusionSettings)
 
 
 def register() -> None:

@@ -3,6 +3,7 @@
     python -m backend serve
     python -m backend texture --prompt "mossy stone wall" --seamless --out DIR
     python -m backend pbr --image wall.png --out DIR
+    python -m backend render --passes passes.exr --prompt "a cottage" --control depth=1.0 --out DIR
     python -m backend models make-tiny DIR | list | check
 """
 
@@ -69,6 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
     pbr.add_argument("--out", required=True, type=Path, help="job folder to create")
     _engine_options(pbr)
 
+    render = sub.add_parser("render", help="ControlNet-guided render from a passes EXR into a job folder")
+    render.add_argument("--passes", required=True, type=Path,
+                        help="multilayer EXR with Combined, Depth (Z) and Normal passes, as Blender writes it")
+    render.add_argument("--camera", type=Path, help="camera JSON (needed by the normal control)")
+    render.add_argument("--prompt", required=True)
+    render.add_argument("--negative-prompt", default="")
+    render.add_argument("--control", action="append", default=[], metavar="KIND=WEIGHT[:START:END]",
+                        help="depth, normal or canny with a weight, e.g. depth=1.0 or canny=0.5:0.1:0.8")
+    render.add_argument("--canny-low", type=int, default=100)
+    render.add_argument("--canny-high", type=int, default=200)
+    render.add_argument("--img2img", action="store_true", help="start from the Combined pass")
+    render.add_argument("--strength", type=float, default=0.75)
+    render.add_argument("--seed", type=int, default=-1)
+    render.add_argument("--steps", type=int, default=20)
+    render.add_argument("--guidance", type=float, default=7.5)
+    render.add_argument("--width", type=int, help="default: the passes' width (rounded to 8)")
+    render.add_argument("--height", type=int, help="default: the passes' height (rounded to 8)")
+    render.add_argument("--model", default="")
+    render.add_argument("--out", required=True, type=Path, help="job folder to create")
+    _engine_options(render)
+
     models = sub.add_parser("models", help="model registry tools")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     tiny = models_sub.add_parser("make-tiny", help="build tiny random-weight pipelines for tests and demos")
@@ -92,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return _texture(args)
     if args.command == "pbr":
         return _pbr(args)
+    if args.command == "render":
+        return _render(args)
     return _models(args)
 
 
@@ -150,6 +174,53 @@ def _pbr(args: argparse.Namespace) -> int:
         return 2
     return run_in_folder("pbr", params.to_dict(), args,
                          prepare=lambda job_dir: shutil.copy(source, job_dir / params.source))
+
+
+def parse_control(text: str) -> dict[str, object]:
+    """"depth=1.0" or "canny=0.5:0.1:0.8" -> a ControlParams dict."""
+    kind, _, rest = text.partition("=")
+    numbers = rest.split(":") if rest else ["1.0"]
+    try:
+        values = [float(n) for n in numbers]
+    except ValueError:
+        raise ValueError(f"--control {text!r}: expected KIND=WEIGHT[:START:END]") from None
+    control: dict[str, object] = {"kind": kind.strip(), "weight": values[0]}
+    if len(values) == 3:
+        control.update(start=values[1], end=values[2])
+    elif len(values) != 1:
+        raise ValueError(f"--control {text!r}: expected KIND=WEIGHT[:START:END]")
+    return control
+
+
+def _render(args: argparse.Namespace) -> int:
+    from backend.imaging.exr import ExrError, read_exr
+    from backend.params import ParamError, RenderParams
+
+    try:
+        if not args.passes.is_file():
+            raise ValueError(f"no such passes file: {args.passes}")
+        if args.camera is not None and not args.camera.is_file():
+            raise ValueError(f"no such camera file: {args.camera}")
+        width, height = args.width, args.height
+        if width is None or height is None:
+            first = next(iter(read_exr(args.passes).layers.values()))
+            width = width or round(first.shape[1] / 8) * 8
+            height = height or round(first.shape[0] / 8) * 8
+        params = RenderParams(
+            prompt=args.prompt, controls=[parse_control(c) for c in args.control or ["depth=1.0"]],
+            negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps, guidance=args.guidance,
+            width=width, height=height, canny_low=args.canny_low, canny_high=args.canny_high,
+            img2img=args.img2img, strength=args.strength, model=args.model)
+    except (ValueError, ParamError, ExrError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def prepare(job_dir: Path) -> None:
+        shutil.copy(args.passes, job_dir / params.passes)
+        if args.camera is not None:
+            shutil.copy(args.camera, job_dir / params.camera)
+
+    return run_in_folder("render", params.to_dict(), args, prepare=prepare)
 
 
 def run_in_folder(task: str, request: dict[str, object], args: argparse.Namespace,

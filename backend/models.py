@@ -1,16 +1,19 @@
 """Model registry, families, loading and caching of pipelines.
 
-A registry maps roles (``text_to_image``, ``intrinsics``, ``normals``, later ControlNets,
-image-to-3D ...) to named models; a model is a Hugging Face repo id or a local diffusers
-folder. Loading goes through diffusers' real ``from_pretrained``, offline first, safetensors
-only unless the user opts in. The family of a folder is read from its JSON config before any
-weights load, so mixing SD 1.5 and SDXL parts is a clear error instead of a shape mismatch
-deep inside a pipeline.
+A registry maps roles (``text_to_image``, ``intrinsics``, ``normals``, the ControlNets
+``controlnet_depth`` ..., later image-to-3D ...) to named models; a model is a Hugging Face repo
+id or a local diffusers folder. Loading goes through diffusers' real ``from_pretrained``,
+offline first, safetensors only unless the user opts in. The family of a folder is read from
+its JSON config before any weights load, so mixing SD 1.5 and SDXL parts is a clear error
+instead of a shape mismatch deep inside a pipeline.
 
 Kinds and families: ``text_to_image`` models are SD 1.5 or SDXL pipelines; ``intrinsics`` and
 ``normals`` models are Marigold pipelines (family ``marigold``: an SD-2-style UNet fine-tuned
 to map an image to albedo / material maps or to camera-space normals), loaded as diffusers'
-``MarigoldIntrinsicsPipeline`` and ``MarigoldNormalsPipeline``.
+``MarigoldIntrinsicsPipeline`` and ``MarigoldNormalsPipeline``. ``controlnet`` models are a
+single diffusers ``ControlNetModel`` (a folder with ``config.json``, no ``model_index.json``) of
+family SD 1.5 or SDXL; :meth:`PipelineCache.controlnet_pipeline` wires one or several of them
+into the ControlNet pipeline of their base ``text_to_image`` model, which must be the same family.
 
 torch, diffusers and huggingface_hub are imported inside functions: reading and listing the
 registry stays light.
@@ -35,10 +38,23 @@ if TYPE_CHECKING:
 FAMILIES = ("sd15", "sdxl", "marigold")
 FAMILY_NAMES = {"sd15": "SD 1.5", "sdxl": "SDXL", "marigold": "Marigold"}
 _ARTICLES = {"sd15": "an", "sdxl": "an", "marigold": "a"}  # "an SDXL model", "a Marigold model"
-KINDS = ("text_to_image", "intrinsics", "normals")
-# The families a kind can be; kinds not listed here (ControlNets, later) are not restricted.
+KINDS = ("text_to_image", "intrinsics", "normals", "controlnet")
+# The families a kind can be; kinds not listed here (later ones) are not restricted.
 KIND_FAMILIES = {"text_to_image": ("sd15", "sdxl"), "intrinsics": ("marigold",),
-                 "normals": ("marigold",)}
+                 "normals": ("marigold",), "controlnet": ("sd15", "sdxl")}
+CONTROLNET_CLASS = "ControlNetModel"  # what a controlnet folder's config.json must name
+# Control (what the image shows) -> registry role, for SD 1.5; SDXL roles add "_sdxl".
+CONTROLS = ("depth", "normal", "canny")
+CONTROLNET_IDS = {
+    "controlnet_depth": "lllyasviel/control_v11f1p_sd15_depth",
+    "controlnet_normal": "lllyasviel/control_v11p_sd15_normalbae",
+    "controlnet_canny": "lllyasviel/control_v11p_sd15_canny",
+    "controlnet_depth_sdxl": "diffusers/controlnet-depth-sdxl-1.0",
+    "controlnet_canny_sdxl": "diffusers/controlnet-canny-sdxl-1.0",
+    # No SDXL normal ControlNet by default: resolve("controlnet_normal_sdxl") is MODEL_MISSING
+    # unless a registry file adds one.
+}
+SD2_CROSS_ATTENTION_DIM = 1024  # OpenCLIP ViT-H features: SD 2.x (SD 1.5: 768, SDXL: 2048)
 # Marigold kinds -> the diffusers pipeline class their model_index.json must name.
 MARIGOLD_PIPELINES = {"intrinsics": "MarigoldIntrinsicsPipeline",
                       "normals": "MarigoldNormalsPipeline"}
@@ -129,7 +145,30 @@ def default_registry() -> Registry:
     }
     roles = {"text_to_image": "sd15", "intrinsics": "marigold-intrinsics",
              "normals": "marigold-normals"}
+    for role, repo in CONTROLNET_IDS.items():
+        name = role.replace("_", "-")  # "controlnet-depth", "controlnet-depth-sdxl", ...
+        family = "sdxl" if role.endswith("_sdxl") else "sd15"
+        models[name] = ModelSpec(name, repo, family, "controlnet")
+        roles[role] = name
     return Registry(path=None, models=models, roles=roles)
+
+
+def controlnet_role(control: str, family: str) -> str:
+    """The registry role of the ControlNet for ``control`` on a ``family`` base model.
+
+    ``("depth", "sd15")`` -> ``"controlnet_depth"``, ``("depth", "sdxl")`` ->
+    ``"controlnet_depth_sdxl"``. Whether the registry defines the role is :meth:`Registry.resolve`'s
+    business (``controlnet_normal_sdxl`` is not in the built-in registry).
+    """
+    if control not in CONTROLS:
+        raise ModelError(protocol.INVALID_PARAMS,
+                         f"Unknown control '{control}' (known: {', '.join(CONTROLS)}).",
+                         f"Use one of {', '.join(CONTROLS)}.")
+    if family not in KIND_FAMILIES["controlnet"]:
+        raise ModelError(protocol.MODEL_FAMILY,
+                         f"There are no ControlNets for {FAMILY_NAMES.get(family, family)} models.",
+                         "Use an SD 1.5 or SDXL model for ControlNet-guided rendering.")
+    return f"controlnet_{control}" + ("_sdxl" if family == "sdxl" else "")
 
 
 def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
@@ -254,9 +293,13 @@ def detect_family(folder: Path) -> tuple[str | None, str]:
     if config.is_file():
         data = _load_config(config)
         cls = str(data.get("_class_name", ""))
+        if cls not in (CONTROLNET_CLASS, "UNet2DConditionModel"):
+            return None, cls
         if data.get("addition_embed_type") == "text_time":  # SDXL's size/crop conditioning
             return "sdxl", cls
-        return ("sd15" if cls in ("ControlNetModel", "UNet2DConditionModel") else None), cls
+        if data.get("cross_attention_dim") == SD2_CROSS_ATTENTION_DIM:  # SD 2.x: unsupported
+            return None, cls
+        return "sd15", cls
     raise ModelError(protocol.MODEL_MISSING,
                      f"{folder} holds neither model_index.json nor config.json: "
                      "not a diffusers model folder.",
@@ -306,9 +349,10 @@ def check_family(spec: ModelSpec, folder: Path) -> None:
 def check_kind(spec: ModelSpec, folder: Path) -> None:
     """Raise MODEL_FAMILY when the model cannot serve ``spec.kind`` (no weights read).
 
-    The declared family must be one the kind accepts (text_to_image: SD 1.5 or SDXL;
-    intrinsics and normals: Marigold), and a Marigold kind needs exactly its pipeline class:
-    a Marigold depth or normals folder is no intrinsics model. Call after check_family.
+    The declared family must be one the kind accepts (text_to_image and controlnet: SD 1.5 or
+    SDXL; intrinsics and normals: Marigold), a Marigold kind needs exactly its pipeline class (a
+    Marigold depth or normals folder is no intrinsics model), a controlnet a ControlNetModel
+    folder, and no other kind a ControlNetModel. Call after check_family.
     """
     families = KIND_FAMILIES.get(spec.kind)
     if families is not None and spec.family not in families:
@@ -319,10 +363,22 @@ def check_kind(spec: ModelSpec, folder: Path) -> None:
                          f"{FAMILY_NAMES.get(spec.family, spec.family)}.",
                          f"Point '{spec.name}' at a {wanted} model in the registry, or give it "
                          "the kind that fits it.")
+    _, cls = detect_family(Path(folder))
+    if spec.kind == "controlnet" and cls != CONTROLNET_CLASS:
+        raise ModelError(protocol.MODEL_FAMILY,
+                         f"Model '{spec.name}' is used as a ControlNet, but {folder} holds a "
+                         f"{cls or 'model of unknown class'}, not a {CONTROLNET_CLASS}.",
+                         f"Point '{spec.name}' at a ControlNet (such as "
+                         f"{CONTROLNET_IDS['controlnet_depth']}) in the registry.")
+    if spec.kind != "controlnet" and cls == CONTROLNET_CLASS:
+        raise ModelError(protocol.MODEL_FAMILY,
+                         f"Model '{spec.name}' is used as a {spec.kind} model, but {folder} holds a "
+                         f"{CONTROLNET_CLASS}, which only guides a text_to_image model.",
+                         f"Give '{spec.name}' \"kind\": \"controlnet\" in the registry, or point it "
+                         f"at a {spec.kind} model.")
     want_cls = MARIGOLD_PIPELINES.get(spec.kind)
     if want_cls is None:
         return
-    _, cls = detect_family(Path(folder))
     if cls != want_cls:
         example = MARIGOLD_INTRINSICS_ID if spec.kind == "intrinsics" else MARIGOLD_NORMALS_ID
         raise ModelError(protocol.MODEL_FAMILY,
@@ -419,8 +475,13 @@ def hub_offline() -> bool:
 
 
 def pipeline_class(family: str, kind: str = "text_to_image") -> Any:
-    """The diffusers pipeline class for a model: by kind for Marigold, else by family."""
+    """The diffusers class a model loads with (``from_pretrained``).
+
+    By kind for Marigold, ``ControlNetModel`` for a controlnet (a model, not a pipeline: see
+    :func:`controlnet_pipeline_class` for the pipeline it joins), else the family's pipeline.
+    """
     from diffusers import (
+        ControlNetModel,
         MarigoldIntrinsicsPipeline,
         MarigoldNormalsPipeline,
         StableDiffusionPipeline,
@@ -431,7 +492,24 @@ def pipeline_class(family: str, kind: str = "text_to_image") -> Any:
         return MarigoldIntrinsicsPipeline
     if kind == "normals":
         return MarigoldNormalsPipeline
+    if kind == "controlnet":
+        return ControlNetModel
     return {"sd15": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}[family]
+
+
+def controlnet_pipeline_class(family: str, img2img: bool = False) -> Any:
+    """StableDiffusion[XL]ControlNet[Img2Img]Pipeline for an SD 1.5 or SDXL base model."""
+    from diffusers import (
+        StableDiffusionControlNetImg2ImgPipeline,
+        StableDiffusionControlNetPipeline,
+        StableDiffusionXLControlNetImg2ImgPipeline,
+        StableDiffusionXLControlNetPipeline,
+    )
+
+    return {("sd15", False): StableDiffusionControlNetPipeline,
+            ("sd15", True): StableDiffusionControlNetImg2ImgPipeline,
+            ("sdxl", False): StableDiffusionXLControlNetPipeline,
+            ("sdxl", True): StableDiffusionXLControlNetImg2ImgPipeline}[(family, img2img)]
 
 
 def free_memory(device: str) -> None:
@@ -444,19 +522,30 @@ def free_memory(device: str) -> None:
         torch.mps.empty_cache()
 
 
+def _family_phrase(family: str) -> str:
+    """'an SD 1.5 model', 'a Marigold model', 'a sd3 model' (unknown families as written)."""
+    return f"{_ARTICLES.get(family, 'a')} {FAMILY_NAMES.get(family, family)} model"
+
+
 @dataclass
 class _Loaded:
     spec: ModelSpec
-    pipeline: Any
+    pipeline: Any  # a diffusers pipeline, or a ControlNetModel (kind controlnet)
 
 
 class PipelineCache:
-    """Loaded pipelines kept warm between jobs, one family on the device at a time.
+    """Loaded pipelines (and ControlNets) kept warm between jobs, one family on the device at a time.
 
-    Pipelines are cached by model name. Loading a model of another family first releases
-    every loaded pipeline of a different family: SD 1.5, SDXL and Marigold never share the
-    device, so a PBR job (Marigold) after a texture job (SD 1.5) reloads, and the reverse.
-    The two Marigold models (intrinsics and normals) are one family and stay loaded together.
+    Pipelines and ControlNet models are cached by model name. Loading a model of another family
+    first releases every loaded model of a different family: SD 1.5, SDXL and Marigold never
+    share the device, so a PBR job (Marigold) after a texture job (SD 1.5) reloads, and the
+    reverse. The two Marigold models (intrinsics and normals) are one family and stay loaded
+    together; so do an SD 1.5 base model and its SD 1.5 ControlNets.
+
+    ControlNet pipelines are not cached: :meth:`controlnet_pipeline` wires the cached base
+    pipeline's components and the cached ControlNets into a new pipeline object on every call
+    (object wiring only, no weights copied), so nothing but the models themselves holds memory
+    and :meth:`release` needs no second list to clear.
     """
 
     def __init__(self, device: str, dtype: torch.dtype, allow_download: bool = False,
@@ -489,17 +578,112 @@ class PipelineCache:
                              "this role in the registry.")
         return self._get(spec)
 
-    def _get(self, spec: ModelSpec) -> Any:
+    def controlnet_pipeline(self, base: ModelSpec, controls: list[ModelSpec], img2img: bool = False) -> Any:
+        """The ControlNet pipeline of ``base`` (a text_to_image model) guided by ``controls``.
+
+        SD 1.5: ``StableDiffusionControlNetPipeline`` (``img2img``:
+        ``StableDiffusionControlNetImg2ImgPipeline``); SDXL: ``StableDiffusionXLControlNetPipeline``
+        (``StableDiffusionXLControlNetImg2ImgPipeline``). With one control the pipeline's
+        ``controlnet`` is that ControlNetModel (a call takes one control image and float scale,
+        start and end); with several a ``MultiControlNetModel`` of them in the order given (a call
+        takes lists of those, one entry per control, in the same order).
+
+        Every control must be a ``controlnet`` model of the base's family, by its registry entry
+        and by its folder's config: all of that is checked before any weights load (a mismatch is
+        MODEL_FAMILY, a wrong kind INVALID_PARAMS, a missing model MODEL_MISSING). The base
+        pipeline is the one :meth:`text_to_image` returns, so its UNet, VAE and text encoders are
+        shared, not copied; the ControlNet pipeline gets its own scheduler (schedulers hold
+        per-run state) of the base scheduler's class and config.
+        """
+        if base.kind != "text_to_image":
+            raise ModelError(protocol.INVALID_PARAMS,
+                             f"Model '{base.name}' is a {base.kind} model; a ControlNet guides a "
+                             "text_to_image model.",
+                             "Choose a text_to_image model (SD 1.5 or SDXL) as the base model.")
+        if not controls:
+            raise ModelError(protocol.INVALID_PARAMS,
+                             f"No ControlNet given for the ControlNet pipeline of '{base.name}'.",
+                             "Enable at least one control (depth, normal or canny).")
+        for control in controls:
+            if control.kind != "controlnet":
+                raise ModelError(protocol.INVALID_PARAMS,
+                                 f"Model '{control.name}' is a {control.kind} model, not a "
+                                 "controlnet.",
+                                 f"Give '{control.name}' \"kind\": \"controlnet\" in the "
+                                 "registry, or choose a ControlNet for this control.")
+            if control.family != base.family:
+                raise self._family_clash(
+                    base, control, f"ControlNet '{control.name}' is {_family_phrase(control.family)} "
+                                   f"and cannot guide '{base.name}', {_family_phrase(base.family)}: a "
+                                   "ControlNet must be of its base model's family.")
+        # Locate and check every folder (JSON configs only) before any weights load or free.
+        sources = {}
+        for spec in (base, *controls):
+            if self._cached(spec) is not None or spec.name in sources:
+                continue
+            try:
+                sources[spec.name] = self._source(spec)
+            except ModelError as exc:
+                if spec is base or exc.code != protocol.MODEL_FAMILY:
+                    raise
+                raise self._family_clash(
+                    base, spec, f"ControlNet '{spec.name}' cannot guide '{base.name}' "
+                                f"({_family_phrase(base.family)}): {exc.message}", exc.hint) from None
+        base_pipe = self._get(base, sources.get(base.name))
+        nets = [self._get(control, sources.get(control.name)) for control in controls]
+        return self._assemble(base_pipe, nets, base.family, img2img)
+
+    def _family_clash(self, base: ModelSpec, control: ModelSpec, message: str, hint: str = "") -> ModelError:
+        """MODEL_FAMILY for a ControlNet that cannot guide ``base``; the hint names the right roles."""
+        roles = ", ".join(controlnet_role(c, base.family) for c in CONTROLS)
+        advice = (f"use {_ARTICLES.get(base.family, 'a')} {FAMILY_NAMES.get(base.family, base.family)} "
+                  f"ControlNet with '{base.name}' (roles {roles})")
+        if hint:
+            return ModelError(protocol.MODEL_FAMILY, message, f"{hint} Otherwise {advice}.")
+        return ModelError(protocol.MODEL_FAMILY, message,
+                          f"{advice[:1].upper()}{advice[1:]}, or a base model of the family of "
+                          f"'{control.name}'.")
+
+    def _assemble(self, base_pipe: Any, nets: list[Any], family: str, img2img: bool) -> Any:
+        import inspect
+
+        from diffusers import MultiControlNetModel
+
+        cls = controlnet_pipeline_class(family, img2img)
+        params = inspect.signature(cls.__init__).parameters
+        # vae, text encoders, tokenizers, unet (+ safety_checker, feature_extractor, image_encoder)
+        parts = {k: v for k, v in base_pipe.components.items() if k in params}
+        scheduler = base_pipe.scheduler
+        parts["scheduler"] = type(scheduler).from_config(scheduler.config)
+        # Constructor flags the base pipeline keeps in its config (SD: requires_safety_checker;
+        # SDXL: force_zeros_for_empty_prompt) or as an attribute (SDXL's invisible watermark).
+        options = {k: base_pipe.config[k] for k in ("requires_safety_checker", "force_zeros_for_empty_prompt")
+                   if k in params and k in base_pipe.config}
+        if "add_watermarker" in params:
+            options["add_watermarker"] = getattr(base_pipe, "watermark", None) is not None
+        controlnet = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
+        pipeline = cls(**parts, controlnet=controlnet, **options)
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
+
+    def _cached(self, spec: ModelSpec) -> Any:
         hit = self._loaded.get(spec.name)
-        if hit is not None and hit.spec == spec:
-            return hit.pipeline
-        source, local = self._source(spec)  # locate + family check: cheap, before any freeing
+        return hit.pipeline if hit is not None and hit.spec == spec else None
+
+    def _get(self, spec: ModelSpec, source: tuple[str, bool] | None = None) -> Any:
+        """The cached model, else loaded (``source``: what :meth:`_source` gave, when known)."""
+        hit = self._cached(spec)
+        if hit is not None:
+            return hit
+        # locate + family check: cheap, before any freeing
+        path, local = source if source is not None else self._source(spec)
         self._drop(lambda s: s.family != spec.family or s.name == spec.name)
-        pipeline = self._from_pretrained(spec, source, local)
+        pipeline = self._from_pretrained(spec, path, local)
         self._loaded[spec.name] = _Loaded(spec, pipeline)
         return pipeline
 
     def loaded(self) -> list[str]:
+        """Names of the loaded models: pipelines and ControlNets, in loading order."""
         return list(self._loaded)
 
     def release(self) -> None:
@@ -550,11 +734,13 @@ class PipelineCache:
         return "The model files look incomplete or damaged: download or rebuild them."
 
     def _download_index(self, spec: ModelSpec) -> Path:
-        """Fetch only model_index.json so the family is checked before weights download."""
+        """Fetch only model_index.json (a ControlNet: config.json) so the family is checked
+        before weights download."""
         from huggingface_hub import hf_hub_download
 
+        index = "config.json" if spec.kind == "controlnet" else "model_index.json"
         try:
-            return Path(hf_hub_download(spec.source, "model_index.json")).parent
+            return Path(hf_hub_download(spec.source, index)).parent
         except Exception as exc:  # network, auth, missing repo: all mean "cannot get it"
             raise ModelError(protocol.MODEL_MISSING,
                              f"Cannot download {spec.source} for model '{spec.name}': {exc}",
@@ -575,5 +761,6 @@ class PipelineCache:
                              f"Cannot load model '{spec.name}' from {source}: {problem or exc}",
                              self._load_hint(problem)) from None
         pipeline = pipeline.to(self.device)
-        pipeline.set_progress_bar_config(disable=True)
+        if hasattr(pipeline, "set_progress_bar_config"):  # a pipeline, not a ControlNetModel
+            pipeline.set_progress_bar_config(disable=True)
         return pipeline

@@ -64,7 +64,7 @@ class TextureParams:
 
 _JSON_TYPES: dict[str, type | tuple[type, ...]] = {
     "str": str, "int": int, "float": (int, float), "bool": bool,
-    "list[str]": list, "dict[str, str]": dict,
+    "list[str]": list, "dict[str, str]": dict, "list[dict[str, Any]]": list,
 }
 
 
@@ -205,3 +205,91 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 def _relative(name: str, value: str) -> None:
     if not value or value.startswith(("/", "\\")) or ".." in value.replace("\\", "/").split("/"):
         raise ParamError(f"{name} must be a path inside the job folder, got {value!r}")
+
+
+CONTROL_KINDS = ("depth", "normal", "canny")
+MAX_CONTROL_WEIGHT = 2.0
+MAX_CANNY_THRESHOLD = 1000
+
+
+@dataclass(frozen=True)
+class ControlParams:
+    """One ControlNet: which pass it follows, how strongly, and over which part of denoising."""
+
+    kind: str
+    weight: float = 1.0
+    start: float = 0.0  # fraction of the denoising steps at which the control starts
+    end: float = 1.0  # ... and stops
+    model: str = ""  # a registry name; empty: the role controlnet_<kind> of the base model's family
+
+    def __post_init__(self) -> None:
+        _choice("control", self.kind, CONTROL_KINDS)
+        if not 0.0 <= self.weight <= MAX_CONTROL_WEIGHT:
+            raise ParamError(f"{self.kind} weight must be between 0 and {MAX_CONTROL_WEIGHT:g}, got {self.weight}")
+        if not 0.0 <= self.start < self.end <= 1.0:
+            raise ParamError(f"{self.kind} start and end must satisfy 0 <= start < end <= 1, "
+                             f"got {self.start} and {self.end}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ControlParams:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    """A ControlNet-guided render of the passes in the job folder (one frame)."""
+
+    prompt: str
+    controls: list[dict[str, Any]]  # ControlParams as dicts; those of weight 0 are left out
+    negative_prompt: str = ""
+    seed: int = -1
+    steps: int = 20
+    guidance: float = 7.5
+    width: int = 512
+    height: int = 512
+    canny_low: int = 100
+    canny_high: int = 200
+    img2img: bool = False  # start from the Combined pass instead of noise
+    strength: float = 0.75  # img2img: how far from the Combined pass the result may go
+    model: str = ""  # base text-to-image model; empty: the registry's text_to_image role
+    normal_encoding: str = "bae"
+    passes: str = "inputs/passes.exr"
+    camera: str = "inputs/camera.json"
+    preview_every: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.prompt.strip():
+            raise ParamError("prompt is empty: describe what the render should show")
+        check_size("width", self.width)
+        check_size("height", self.height)
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ParamError(f"steps must be between 1 and {MAX_STEPS}, got {self.steps}")
+        if not 0.0 <= self.guidance <= 30.0:
+            raise ParamError(f"guidance must be between 0 and 30, got {self.guidance}")
+        if not -1 <= self.seed <= MAX_SEED:
+            raise ParamError(f"seed must be -1 (random) or between 0 and {MAX_SEED}, got {self.seed}")
+        if not 0 <= self.canny_low < self.canny_high <= MAX_CANNY_THRESHOLD:
+            raise ParamError(f"canny thresholds must satisfy 0 <= low < high <= {MAX_CANNY_THRESHOLD}, "
+                             f"got {self.canny_low} and {self.canny_high}")
+        if not 0.0 < self.strength <= 1.0:
+            raise ParamError(f"strength must be above 0 and at most 1, got {self.strength}")
+        controls = self.active_controls()
+        if not controls:
+            raise ParamError("all control weights are zero: give depth, normal or canny a weight above 0")
+        kinds = [c.kind for c in controls]
+        if len(set(kinds)) != len(kinds):
+            raise ParamError(f"each control may appear once, got {', '.join(kinds)}")
+        _relative("passes", self.passes)
+        _relative("camera", self.camera)
+
+    def active_controls(self) -> list[ControlParams]:
+        if not isinstance(self.controls, list) or not all(isinstance(c, dict) for c in self.controls):
+            raise ParamError("controls must be a list of objects such as {\"kind\": \"depth\", \"weight\": 1.0}")
+        return [c for c in (ControlParams.from_dict(d) for d in self.controls) if c.weight > 0]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RenderParams:
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -4,14 +4,16 @@
 demo then load the result through the same registry and ``from_pretrained`` path as real
 weights, so nothing ever downloads from a hub. Shapes follow the real models where the
 pipelines depend on them (VAE scale factor 8, 4 latent channels, 77-token prompts, SDXL's
-text-time conditioning, Marigold's image + target latents stacked on the UNet's channels);
-widths and depths are as small as the classes allow.
+text-time conditioning, Marigold's image + target latents stacked on the UNet's channels, a
+ControlNet's encoder copied from its base model's UNet); widths and depths are as small as the
+classes allow.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,24 @@ SDXL_DIR = "sdxl-tiny"
 INTRINSICS_DIR = "marigold-intrinsics-tiny"
 NORMALS_DIR = "marigold-normals-tiny"
 LATENT_CHANNELS = 4
+
+# ControlNets: registry role -> (folder, family). Their UNet-side weights are copied from the tiny
+# SD 1.5 / SDXL UNet, so each matches the base pipeline of its family.
+CONTROLNETS: dict[str, tuple[str, str]] = {
+    "controlnet_depth": ("controlnet-depth-sd15-tiny", "sd15"),
+    "controlnet_normal": ("controlnet-normal-sd15-tiny", "sd15"),
+    "controlnet_canny": ("controlnet-canny-sd15-tiny", "sd15"),
+    "controlnet_depth_sdxl": ("controlnet-depth-sdxl-tiny", "sdxl"),
+    "controlnet_canny_sdxl": ("controlnet-canny-sdxl-tiny", "sdxl"),
+}
+# diffusers zero-initialises a ControlNet's "zero convolutions" (the conditioning embedding's
+# last one and the residual outputs), so training starts from the plain UNet: untrained, a
+# ControlNet would change nothing. The tiny ones get seeded random values instead: the residual
+# outputs PyTorch's default init times CONTROLNET_OUT_SCALE, the embedding He init with its last
+# layer times CONTROLNET_EMBEDDING_GAIN, so that both a control's weight and its image show in
+# the output (tests check both).
+CONTROLNET_OUT_SCALE = 0.5
+CONTROLNET_EMBEDDING_GAIN = 4.0
 
 # What prs-eth/marigold-iid-appearance-v1-1 predicts: two targets, each an RGB-like image;
 # "material" stacks roughness and metallicity in its first two channels (the third is unused).
@@ -57,6 +77,8 @@ class TinySizes:
     vae_channels: tuple[int, int, int, int] = (8, 8, 16, 16)  # 4 blocks -> factor 8
     vae_groups: int = 8
     time_embed_dim: int = 8  # SDXL addition_time_embed_dim
+    # ControlNet conditioning embedding: 3 stride-2 convolutions take image pixels to latents (/8).
+    controlnet_embedding: tuple[int, int, int, int] = (8, 8, 16, 16)
 
 
 SIZES = TinySizes()
@@ -303,8 +325,48 @@ def build_marigold_normals(scratch: Path, seed: int = 0) -> Any:
     )
 
 
+def build_controlnet(seed: int, sdxl: bool, salt: int) -> Any:
+    """A ControlNetModel for the tiny SD 1.5 (or SDXL) pipeline built with the same ``seed``.
+
+    Like a real ControlNet before training, its encoder is a copy of the base UNet's
+    (``ControlNetModel.from_unet``); ``salt`` seeds what differs between controls: the
+    conditioning embedding and the output convolutions, which are made non-zero (see
+    CONTROLNET_OUT_SCALE) so the control image reaches the UNet. The bytes depend on ``seed``
+    and ``salt`` only.
+    """
+    import torch
+    from diffusers import ControlNetModel
+
+    unet = _unet(seed + 2, sdxl=sdxl)  # the same weights as the base pipeline's UNet
+    torch.manual_seed(seed + 100 + salt)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=SIZES.controlnet_embedding)
+    embedding = controlnet.controlnet_cond_embedding
+    with torch.no_grad():
+        # He initialisation without biases keeps the control image's variations alive through
+        # the embedding's eight convolutions (PyTorch's default init shrinks them at every layer,
+        # leaving little but the biases, the same for every image).
+        for conv in (embedding.conv_in, *embedding.blocks, embedding.conv_out):
+            torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(conv.bias)
+        embedding.conv_out.weight.mul_(CONTROLNET_EMBEDDING_GAIN)
+        for conv in (*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block):
+            conv.reset_parameters()  # PyTorch's default init, from the seeded global generator
+            conv.weight.mul_(CONTROLNET_OUT_SCALE)
+            conv.bias.mul_(CONTROLNET_OUT_SCALE)
+    return controlnet.eval()
+
+
+def _controlnet_builder(family: str, salt: int) -> Callable[[Path, int], Any]:
+    def build(scratch: Path, seed: int = 0) -> Any:
+        return build_controlnet(seed, sdxl=family == "sdxl", salt=salt)
+
+    return build
+
+
 BUILDERS = ((SD15_DIR, build_sd15), (SDXL_DIR, build_sdxl),
-            (INTRINSICS_DIR, build_marigold_intrinsics), (NORMALS_DIR, build_marigold_normals))
+            (INTRINSICS_DIR, build_marigold_intrinsics), (NORMALS_DIR, build_marigold_normals),
+            *((folder, _controlnet_builder(family, salt))
+              for salt, (folder, family) in enumerate(CONTROLNETS.values())))
 
 
 def registry_document() -> dict[str, Any]:
@@ -320,8 +382,11 @@ def registry_document() -> dict[str, Any]:
                              "tiny": True},
             NORMALS_DIR: {"source": NORMALS_DIR, "family": "marigold", "kind": "normals",
                           "tiny": True},
+            **{folder: {"source": folder, "family": family, "kind": "controlnet", "tiny": True}
+               for folder, family in CONTROLNETS.values()},
         },
-        "roles": {"text_to_image": SD15_DIR, "intrinsics": INTRINSICS_DIR, "normals": NORMALS_DIR},
+        "roles": {"text_to_image": SD15_DIR, "intrinsics": INTRINSICS_DIR, "normals": NORMALS_DIR,
+                  **{role: folder for role, (folder, _) in CONTROLNETS.items()}},
     }
 
 

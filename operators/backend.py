@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 from bpy.props import StringProperty
 
-from ..addon import backend_setup, paths, service
+from ..addon import backend_setup, paths, render_sequence, service
 
 
 class SCENE_DIFFUSION_OT_cancel_job(bpy.types.Operator):
@@ -24,6 +24,8 @@ class SCENE_DIFFUSION_OT_cancel_job(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
         sup = service.supervisor()
+        if not self.job_id:
+            render_sequence.cancel_current()  # an animation stops too, not just its current frame
         jobs = [j for j in sup.active_jobs() if not self.job_id or j.id == self.job_id]
         if not jobs:
             self.report({"INFO"}, "No job is running")

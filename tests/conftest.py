@@ -23,7 +23,8 @@ if str(ROOT) not in sys.path:  # `backend` and `devtools` import as top-level pa
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 TINY_MODELS_TIMEOUT_S = 1800
-TINY_MODEL_ROLES = ("text_to_image", "intrinsics", "normals")
+TINY_MODEL_ROLES = ("text_to_image", "intrinsics", "normals", "controlnet_depth", "controlnet_normal",
+                    "controlnet_canny", "controlnet_depth_sdxl", "controlnet_canny_sdxl")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -15,6 +15,7 @@ TASKS = {
     "pbr": "backend.tasks.pbr",
     "export_maps": "backend.tasks.export_maps",
     "import_maps": "backend.tasks.import_maps",
+    "render": "backend.tasks.render",
 }
 
 

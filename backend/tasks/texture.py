@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
 
 import torch
 
@@ -15,12 +14,10 @@ from backend.imaging.image_io import write_png
 from backend.imaging.pbr import PbrSettings, derive_maps
 from backend.imaging.tiling import seam_ratio
 from backend.params import ParamError, TextureParams
-from backend.preview import latents_to_rgb
 from backend.seamless import pipeline_modules, set_seamless
 from backend.tasks.context import JobContext, TaskError, TaskOutput
 from backend.tasks.maps import provenance, write_map_set
-
-PREVIEW_SIZE = 128  # longest side of a preview PNG, in pixels
+from backend.tasks.steps import step_callback
 
 
 def run(ctx: JobContext) -> TaskOutput:
@@ -42,18 +39,6 @@ def run(ctx: JobContext) -> TaskOutput:
     generator = torch.Generator(device="cpu").manual_seed(seed)
     total = params.steps
 
-    def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        done = step + 1
-        preview = None
-        if params.preview_every and (done % params.preview_every == 0 or done == total):
-            latents = tensors["latents"][0].float().cpu().numpy()
-            scale = max(1, PREVIEW_SIZE // max(latents.shape[1:]))
-            preview = write_png(ctx.output(f"previews/step-{done:04d}.png"),
-                                latents_to_rgb(latents, spec.family), scale=scale)
-        ctx.progress(done, total, preview)
-        ctx.check_cancelled()  # raising here stops before the next step and skips decoding
-        return tensors
-
     result = pipe(
         prompt=params.prompt,
         negative_prompt=params.negative_prompt or None,
@@ -63,7 +48,7 @@ def run(ctx: JobContext) -> TaskOutput:
         height=params.height,
         generator=generator,
         output_type="np",
-        callback_on_step_end=on_step_end,
+        callback_on_step_end=step_callback(ctx, spec.family, total, params.preview_every),
         callback_on_step_end_tensor_inputs=["latents"],
     )
     image = result.images[0]

@@ -97,6 +97,22 @@ def test_env_override_and_builtin_default(tmp_path: Path, monkeypatch: pytest.Mo
         "prs-eth/marigold-iid-appearance-v1-1", "marigold", "intrinsics")
     assert (normals.source, normals.family, normals.kind) == (
         "prs-eth/marigold-normals-v1-1", "marigold", "normals")
+    roles = ("controlnet_depth", "controlnet_normal", "controlnet_canny", "controlnet_depth_sdxl",
+             "controlnet_canny_sdxl")
+    specs = {role: builtin.resolve(role) for role in roles}
+    controlnets = {role: (spec.source, spec.family, spec.kind) for role, spec in specs.items()}
+    assert controlnets == {
+        "controlnet_depth": ("lllyasviel/control_v11f1p_sd15_depth", "sd15", "controlnet"),
+        "controlnet_normal": ("lllyasviel/control_v11p_sd15_normalbae", "sd15", "controlnet"),
+        "controlnet_canny": ("lllyasviel/control_v11p_sd15_canny", "sd15", "controlnet"),
+        "controlnet_depth_sdxl": ("diffusers/controlnet-depth-sdxl-1.0", "sdxl", "controlnet"),
+        "controlnet_canny_sdxl": ("diffusers/controlnet-canny-sdxl-1.0", "sdxl", "controlnet"),
+    }
+    assert models.controlnet_role("depth", "sd15") == "controlnet_depth"
+    assert models.controlnet_role("depth", "sdxl") == "controlnet_depth_sdxl"
+    with pytest.raises(ModelError) as info:  # no SDXL normal ControlNet by default
+        builtin.resolve(models.controlnet_role("normal", "sdxl"))
+    assert info.value.code == protocol.MODEL_MISSING and "controlnet_normal_sdxl" in info.value.message
 
     write_registry(tmp_path, {"models": {"mine": {"source": "m", "family": "sdxl"}},
                               "roles": {"text_to_image": "mine"}})
@@ -126,10 +142,10 @@ def test_bad_registry_files_name_the_path(tmp_path: Path, content: str | None, w
 
 def test_unknown_role_and_name_say_what_was_tried_and_how_to_fix(registry: models.Registry) -> None:
     with pytest.raises(ModelError) as info:
-        registry.resolve("controlnet_depth")
+        registry.resolve("controlnet_normal_sdxl")
     err = info.value
     assert err.code == protocol.MODEL_MISSING
-    assert "controlnet_depth" in err.message and "text_to_image" in err.message  # known roles
+    assert "controlnet_normal_sdxl" in err.message and "text_to_image" in err.message  # known roles
     assert str(registry.path) in err.hint
     assert models.ENV_REGISTRY in err.hint and "make-tiny" in err.hint
 
@@ -180,6 +196,19 @@ def test_controlnet_style_config_family(tmp_path: Path) -> None:
     assert info.value.code == protocol.MODEL_FAMILY
 
 
+@pytest.mark.parametrize("config, family", [
+    # the relevant keys of lllyasviel/control_v11f1p_sd15_depth and diffusers/controlnet-depth-sdxl-1.0
+    ({"_class_name": "ControlNetModel", "cross_attention_dim": 768, "addition_embed_type": None}, "sd15"),
+    ({"_class_name": "ControlNetModel", "cross_attention_dim": 2048, "addition_embed_type": "text_time"}, "sdxl"),
+    ({"_class_name": "ControlNetModel", "cross_attention_dim": 1024}, None),  # an SD 2.x ControlNet
+    ({"_class_name": "UNet2DConditionModel", "cross_attention_dim": 768}, "sd15"),
+    ({"_class_name": "SD3ControlNetModel", "addition_embed_type": "text_time"}, None),
+])
+def test_config_only_folder_families(tmp_path: Path, config: dict, family: str | None) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert models.detect_family(tmp_path) == (family, config["_class_name"])
+
+
 def test_missing_repo_without_downloads_names_the_id(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = ModelSpec("ghost", "nobody-here/not-a-model", "sd15", "text_to_image")
     assert models.locate(spec) is None
@@ -215,7 +244,16 @@ def test_make_tiny_is_deterministic(tiny: Path, tmp_path: Path) -> None:
     assert first == second
     doc = json.loads((tiny / "registry.json").read_text())
     assert doc["roles"] == {"text_to_image": "sd15-tiny", "intrinsics": "marigold-intrinsics-tiny",
-                            "normals": "marigold-normals-tiny"}
+                            "normals": "marigold-normals-tiny",
+                            "controlnet_depth": "controlnet-depth-sd15-tiny",
+                            "controlnet_normal": "controlnet-normal-sd15-tiny",
+                            "controlnet_canny": "controlnet-canny-sd15-tiny",
+                            "controlnet_depth_sdxl": "controlnet-depth-sdxl-tiny",
+                            "controlnet_canny_sdxl": "controlnet-canny-sdxl-tiny"}
+    assert doc["models"]["controlnet-canny-sdxl-tiny"] == {"source": "controlnet-canny-sdxl-tiny",
+                                                           "family": "sdxl", "kind": "controlnet",
+                                                           "tiny": True}
+    assert "controlnet-depth-sd15-tiny/diffusion_pytorch_model.safetensors" in first
     assert doc["models"]["sdxl-tiny"] == {"source": "sdxl-tiny", "family": "sdxl",
                                           "kind": "text_to_image", "tiny": True}
     assert doc["models"]["marigold-normals-tiny"] == {"source": "marigold-normals-tiny",

@@ -1,0 +1,103 @@
+"""scene_diffusion.render_controlnet: the scene's own passes guide a diffusion render."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import bpy
+
+from ..addon import passes, render_result, render_sequence, service
+from ..addon.supervisor import DONE, Job
+from ..backend.params import ParamError
+
+if TYPE_CHECKING:
+    from bpy.stub_internal.rna_enums import OperatorReturnItems
+
+
+class SCENE_DIFFUSION_OT_render_controlnet(bpy.types.Operator):
+    """Render depth, normal and colour passes from the active camera and let ControlNets follow them"""
+
+    bl_idname = "scene_diffusion.render_controlnet"
+    bl_label = "Render with Diffusion"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        scene: Any = context.scene  # carries the add-on's scene_diffusion property group
+        settings = scene.scene_diffusion.render
+        if scene.camera is None:
+            self.report({"ERROR"}, "The scene has no active camera: add one and make it active (Ctrl+Numpad 0)")
+            return {"CANCELLED"}
+        try:
+            params = settings.to_params(scene)
+        except ParamError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if settings.engine == "BLENDER_WORKBENCH" and settings.use_normal and settings.normal.weight > 0:
+            self.report({"ERROR"}, "Workbench renders no normal pass: use Cycles or EEVEE for the normal control")
+            return {"CANCELLED"}
+        if settings.animation:
+            return self._animation(scene, settings, params.to_dict())
+        job_dir = service.new_job_folder("render")
+        try:
+            passes.render_passes(scene, job_dir / "inputs", params.width, params.height,
+                                 settings.engine, settings.samples)
+        except passes.PassRenderError as exc:
+            service.discard_job_folder(job_dir)
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+
+        def on_result(job: Job, result: Any) -> None:
+            job.applied = render_result.apply_render(job.job_dir, result.outputs)
+
+        job = service.submit("render", params.to_dict(), on_result=on_result, job_dir=job_dir)
+        if not service.is_blocking() and not job.finished:
+            self.report({"INFO"}, f"Rendering (job {job.id}); progress in the Diffusion tab")
+            return {"FINISHED"}
+        if job.state == DONE:
+            self.report({"INFO"}, f"'{render_result.RESULT_NAME}' (seed {job.result.info['seed']}, "
+                                  f"{job.job_dir.name})" if job.result else "Done")
+            return {"FINISHED"}
+        if job.error is not None:
+            self.report({"ERROR"}, job.error.text())
+        return {"CANCELLED"}
+
+    def _animation(self, scene: bpy.types.Scene, settings: Any, params: dict[str, Any]) -> set[OperatorReturnItems]:
+        if settings.frame_end < settings.frame_start:
+            self.report({"ERROR"}, f"the frame range {settings.frame_start}-{settings.frame_end} is empty")
+            return {"CANCELLED"}
+        folder = Path(bpy.path.abspath(settings.output_dir))
+        if not folder.is_absolute():
+            self.report({"ERROR"}, "Save the .blend first, or choose an absolute output folder")
+            return {"CANCELLED"}
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+            self.report({"ERROR"}, f"{folder} is not writable: choose another output folder")
+            return {"CANCELLED"}
+        current = render_sequence.current()
+        if current is not None and not current.finished:
+            self.report({"ERROR"}, "An animation is already rendering: cancel it first")
+            return {"CANCELLED"}
+        if params["seed"] < 0:  # one seed for the whole sequence, recorded in every job
+            params["seed"] = random.randrange(2**31)
+        sequence = render_sequence.RenderSequence(
+            scene.name, list(range(settings.frame_start, settings.frame_end + 1)), folder, params,
+            settings.engine, settings.samples, settings.seed_per_frame).start()
+        done, total = sequence.progress
+        if sequence.error is not None:
+            self.report({"ERROR"}, sequence.error.text())
+            return {"CANCELLED"}
+        if sequence.cancelled:
+            self.report({"WARNING"}, f"Animation cancelled after {done} of {total} frames")
+            return {"CANCELLED"}
+        if sequence.finished:
+            self.report({"INFO"}, f"{len(sequence.done)} frames rendered, {len(sequence.skipped)} already there, "
+                                  f"in {folder}")
+        else:
+            self.report({"INFO"}, f"Rendering {total} frames into {folder}")
+        return {"FINISHED"}
+
+
+classes = (SCENE_DIFFUSION_OT_render_controlnet,)
