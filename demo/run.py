@@ -1,9 +1,11 @@
 """`make demo`: a real Blender scene through every capability Scene Diffusion has so far.
 
 Builds a small scene with the `bpy` module, installs the extension the way Blender does
-(built and validated with Blender's own extension tool), generates a seamless texture onto
-the scene's object through the real backend process, renders the scene with Cycles, and
-writes the outputs and a summary into demo_output/.
+(built and validated with Blender's own extension tool), and through the real backend
+process: generates a seamless texture onto the scene's objects, derives a PBR material from it
+and exports its maps as a multilayer EXR, and renders the scene with depth + normal
+ControlNets from Blender's own passes. Then renders the textured scene with Cycles and writes
+the outputs and a summary into demo_output/.
 
 Models: $SCENE_DIFFUSION_MODELS when set (a registry of real weights), else tiny
 random-weight pipelines built by `python -m backend models make-tiny` — the pictures are
@@ -79,6 +81,23 @@ def tile_2x2(src: Path, dest: Path) -> None:
         tiled.resize((tiled.width * scale, tiled.height * scale), Image.Resampling.NEAREST).save(dest)
 
 
+def side_by_side(paths: list[Path], dest: Path, height: int = 192) -> None:
+    """Conditioning images and the result in one picture, enlarged to a visible size."""
+    from PIL import Image
+
+    images = []
+    for path in paths:
+        with Image.open(path) as img:
+            width = round(img.width * height / img.height)
+            images.append(img.convert("RGB").resize((width, height), Image.Resampling.NEAREST))
+    strip = Image.new("RGB", (sum(i.width for i in images) + 8 * (len(images) - 1), height), (255, 255, 255))
+    x = 0
+    for image in images:
+        strip.paste(image, (x, 0))
+        x += image.width + 8
+    strip.save(dest)
+
+
 def main() -> int:
     started = time.monotonic()
     if OUT.exists():
@@ -136,6 +155,24 @@ def main() -> int:
     exported = read_exr(OUT / "maps" / "ball.exr")
     pbr_maps = sorted(api.find_maps(ball.active_material))
 
+    # ControlNet render of the same scene: depth + normal from Blender's own passes.
+    render_settings = scene.scene_diffusion.render
+    render_settings.prompt = "a terracotta sphere on a tiled floor, soft evening light, photograph"
+    render_settings.use_depth, render_settings.use_normal, render_settings.use_canny = True, True, False
+    render_settings.normal.weight = 0.6
+    render_settings.use_scene_resolution = False
+    render_settings.width, render_settings.height = (96, 64) if tiny else (768, 512)
+    render_settings.steps, render_settings.random_seed, render_settings.seed = steps, False, 99
+    t0 = time.monotonic()
+    bpy.ops.scene_diffusion.render_controlnet()
+    controlnet_s = time.monotonic() - t0
+    render_job = api.service.supervisor().current_job()
+    render_record = json.loads((render_job.job_dir / "job.json").read_text())
+    for name in ("render.png", "control_depth.png", "control_normal.png", "render.exr"):
+        shutil.copy(render_job.job_dir / "outputs" / name, OUT / f"controlnet_{name}")
+    side_by_side([OUT / f"controlnet_{n}.png" for n in ("control_depth", "control_normal", "render")],
+                 OUT / "controlnet_strip.png")
+
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
     scene.cycles.samples = 16
@@ -159,6 +196,10 @@ def main() -> int:
                 "exported": "maps/ball.exr", "channels": exported.channels,
                 "attributes": {k: exported.attributes[k] for k in ("prompt", "seed", "software")
                                if k in exported.attributes}},
+        "controlnet_render": {"controls": render_record["info"]["controls"], "seed": render_record["seed"],
+                              "size": [render_settings.width, render_settings.height],
+                              "controlnets": [c["name"] for c in render_record["models"]["controlnets"]],
+                              "seconds": round(controlnet_s, 2)},
         "render": {"engine": "CYCLES", "samples": 16, "seconds": round(render_s, 2)},
         "outputs": sorted(p.name for p in OUT.iterdir()),
         "total_seconds": round(time.monotonic() - started, 2),
