@@ -190,14 +190,47 @@ class RenderSettings(bpy.types.PropertyGroup):
             img2img=self.img2img, strength=self.strength, model=self.model.strip())
 
 
+class MeshSettings(bpy.types.PropertyGroup):
+    source: EnumProperty(  # type: ignore[valid-type]
+        name="Source", default="IMAGE",
+        items=[("IMAGE", "Image", "An image datablock (a generated concept, a render, a loaded picture)"),
+               ("FILE", "File", "An image file on disk")])
+    image: PointerProperty(name="Image", type=bpy.types.Image)  # type: ignore[valid-type]
+    filepath: StringProperty(name="Image File", subtype="FILE_PATH")  # type: ignore[valid-type]
+    background: EnumProperty(  # type: ignore[valid-type]
+        name="Background", default="auto",
+        items=[("auto", "Automatic", "Use the alpha channel when there is one, else remove a plain background "
+                                     "coloured like the image border"),
+               ("alpha", "Alpha", "Use the alpha channel"),
+               ("none", "Keep", "Use the whole image as it is")])
+    tolerance: FloatProperty(name="Tolerance", default=0.08, min=0.0, max=1.0,  # type: ignore[valid-type]
+                             description="How far from the border colour a pixel may be and still be background")
+    steps: IntProperty(name="Steps", default=64, min=1, max=MAX_STEPS)  # type: ignore[valid-type]
+    guidance: FloatProperty(name="Guidance", default=3.0, min=0.0, max=30.0)  # type: ignore[valid-type]
+    seed: IntProperty(name="Seed", default=0, min=0, max=min(MAX_SEED, 2**31 - 1))  # type: ignore[valid-type]
+    random_seed: BoolProperty(name="Random Seed", default=True)  # type: ignore[valid-type]
+    frame_size: IntProperty(  # type: ignore[valid-type]
+        name="Mesh Resolution", default=64, min=16, max=256,
+        description="Resolution of the grid the surface is extracted on: higher is finer and slower")
+    target_size: FloatProperty(name="Size", default=1.0, min=0.001, soft_max=100.0,  # type: ignore[valid-type]
+                               unit="LENGTH", description="Largest dimension of the imported object")
+    bake_texture: BoolProperty(  # type: ignore[valid-type]
+        name="Bake Texture", default=False,
+        description="Also bake the vertex colours into a texture on an automatic UV map (for export to engines)")
+    texture_size: IntProperty(name="Texture Size", default=1024, min=64, max=8192, subtype="PIXEL")  # type: ignore[valid-type]
+    import_path: StringProperty(name="Mesh File", subtype="FILE_PATH")  # type: ignore[valid-type]
+
+
 class SceneDiffusionSettings(bpy.types.PropertyGroup):
     texture: PointerProperty(type=TextureSettings)  # type: ignore[valid-type]
+    mesh: PointerProperty(type=MeshSettings)  # type: ignore[valid-type]
     render: PointerProperty(type=RenderSettings)  # type: ignore[valid-type]
     pbr: PointerProperty(type=PbrSettings)  # type: ignore[valid-type]
     export: PointerProperty(type=ExportSettings)  # type: ignore[valid-type]
 
 
-classes = (TextureSettings, PbrSettings, ExportSettings, ControlSettings, RenderSettings, SceneDiffusionSettings)
+classes = (TextureSettings, PbrSettings, ExportSettings, ControlSettings, RenderSettings, MeshSettings,
+           SceneDiffusionSettings)
 
 
 def register() -> None:

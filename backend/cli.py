@@ -4,6 +4,8 @@
     python -m backend texture --prompt "mossy stone wall" --seamless --out DIR
     python -m backend pbr --image wall.png --out DIR
     python -m backend render --passes passes.exr --prompt "a cottage" --control depth=1.0 --out DIR
+    python -m backend mesh --image subject.png --out DIR
+    python -m backend import-mesh --file model.glb --out DIR
     python -m backend models make-tiny DIR | list | check
 """
 
@@ -91,6 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", required=True, type=Path, help="job folder to create")
     _engine_options(render)
 
+    mesh = sub.add_parser("mesh", help="image to 3D (Shap-E): a mesh with vertex colours into a job folder")
+    mesh.add_argument("--image", required=True, type=Path,
+                      help="picture of one subject: PNG/JPEG (sRGB), or .npy (H x W x C float, sRGB values)")
+    mesh.add_argument("--background", choices=("auto", "alpha", "none"), default="auto",
+                      help="auto: alpha if present, else remove a plain border-coloured background; "
+                           "alpha: use the alpha channel; none: use the whole image")
+    mesh.add_argument("--tolerance", type=float, default=0.08, help="background colour tolerance (0-1)")
+    mesh.add_argument("--steps", type=int, default=64)
+    mesh.add_argument("--guidance", type=float, default=3.0)
+    mesh.add_argument("--seed", type=int, default=-1, help="-1: random (recorded in job.json)")
+    mesh.add_argument("--frame-size", type=int, default=64,
+                      help="mesh resolution: cells per side of the grid the surface is extracted on")
+    mesh.add_argument("--model", default="", help="registry model name (default: role image_to_3d)")
+    mesh.add_argument("--out", required=True, type=Path, help="job folder to create")
+    _engine_options(mesh)
+
+    import_mesh = sub.add_parser("import-mesh", help="read a GLB/glTF/OBJ/PLY mesh into a job folder (mesh.npz)")
+    import_mesh.add_argument("--file", required=True, type=Path, help="mesh file from an image-to-3D tool")
+    import_mesh.add_argument("--out", required=True, type=Path, help="job folder to create")
+    _engine_options(import_mesh)
+
     models = sub.add_parser("models", help="model registry tools")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     tiny = models_sub.add_parser("make-tiny", help="build tiny random-weight pipelines for tests and demos")
@@ -116,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         return _pbr(args)
     if args.command == "render":
         return _render(args)
+    if args.command == "mesh":
+        return _mesh(args)
+    if args.command == "import-mesh":
+        return _import_mesh(args)
     return _models(args)
 
 
@@ -221,6 +248,38 @@ def _render(args: argparse.Namespace) -> int:
             shutil.copy(args.camera, job_dir / params.camera)
 
     return run_in_folder("render", params.to_dict(), args, prepare=prepare)
+
+
+def _mesh(args: argparse.Namespace) -> int:
+    from backend.params import MeshParams, ParamError
+
+    source = args.image
+    if not source.is_file():
+        print(f"error: no such image: {source}", file=sys.stderr)
+        return 2
+    try:
+        params = MeshParams(source=f"inputs/image{source.suffix.lower()}", background=args.background,
+                            tolerance=args.tolerance, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                            frame_size=args.frame_size, model=args.model)
+    except ParamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run_in_folder("mesh", params.to_dict(), args,
+                         prepare=lambda job_dir: shutil.copy(source, job_dir / params.source))
+
+
+def _import_mesh(args: argparse.Namespace) -> int:
+    from backend.params import ImportMeshParams, ParamError
+
+    if not args.file.is_file():
+        print(f"error: no such file: {args.file}", file=sys.stderr)
+        return 2
+    try:
+        params = ImportMeshParams(path=str(args.file.resolve()))
+    except ParamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run_in_folder("import_mesh", params.to_dict(), args)
 
 
 def run_in_folder(task: str, request: dict[str, object], args: argparse.Namespace,

@@ -1,7 +1,7 @@
 """Model registry, families, loading and caching of pipelines.
 
 A registry maps roles (``text_to_image``, ``intrinsics``, ``normals``, the ControlNets
-``controlnet_depth`` ..., later image-to-3D ...) to named models; a model is a Hugging Face repo
+``controlnet_depth`` ..., ``image_to_3d``) to named models; a model is a Hugging Face repo
 id or a local diffusers folder. Loading goes through diffusers' real ``from_pretrained``,
 offline first, safetensors only unless the user opts in. The family of a folder is read from
 its JSON config before any weights load, so mixing SD 1.5 and SDXL parts is a clear error
@@ -14,6 +14,9 @@ to map an image to albedo / material maps or to camera-space normals), loaded as
 single diffusers ``ControlNetModel`` (a folder with ``config.json``, no ``model_index.json``) of
 family SD 1.5 or SDXL; :meth:`PipelineCache.controlnet_pipeline` wires one or several of them
 into the ControlNet pipeline of their base ``text_to_image`` model, which must be the same family.
+``image_to_3d`` models are diffusers' ``ShapEImg2ImgPipeline`` (family ``shap_e``: a CLIP image
+encoder, a prior transformer denoising a latent, and a renderer turning that latent into the weights
+of a small signed-distance / colour MLP that marching cubes turns into a mesh).
 
 torch, diffusers and huggingface_hub are imported inside functions: reading and listing the
 registry stays light.
@@ -35,13 +38,13 @@ from backend import protocol
 if TYPE_CHECKING:
     import torch
 
-FAMILIES = ("sd15", "sdxl", "marigold")
-FAMILY_NAMES = {"sd15": "SD 1.5", "sdxl": "SDXL", "marigold": "Marigold"}
-_ARTICLES = {"sd15": "an", "sdxl": "an", "marigold": "a"}  # "an SDXL model", "a Marigold model"
-KINDS = ("text_to_image", "intrinsics", "normals", "controlnet")
+FAMILIES = ("sd15", "sdxl", "marigold", "shap_e")
+FAMILY_NAMES = {"sd15": "SD 1.5", "sdxl": "SDXL", "marigold": "Marigold", "shap_e": "Shap-E"}
+_ARTICLES = {"sd15": "an", "sdxl": "an", "marigold": "a", "shap_e": "a"}  # "an SDXL model", "a Marigold model"
+KINDS = ("text_to_image", "intrinsics", "normals", "controlnet", "image_to_3d")
 # The families a kind can be; kinds not listed here (later ones) are not restricted.
 KIND_FAMILIES = {"text_to_image": ("sd15", "sdxl"), "intrinsics": ("marigold",),
-                 "normals": ("marigold",), "controlnet": ("sd15", "sdxl")}
+                 "normals": ("marigold",), "controlnet": ("sd15", "sdxl"), "image_to_3d": ("shap_e",)}
 CONTROLNET_CLASS = "ControlNetModel"  # what a controlnet folder's config.json must name
 # Control (what the image shows) -> registry role, for SD 1.5; SDXL roles add "_sdxl".
 CONTROLS = ("depth", "normal", "canny")
@@ -60,6 +63,12 @@ MARIGOLD_PIPELINES = {"intrinsics": "MarigoldIntrinsicsPipeline",
                       "normals": "MarigoldNormalsPipeline"}
 MARIGOLD_INTRINSICS_ID = "prs-eth/marigold-iid-appearance-v1-1"  # albedo, roughness, metallicity
 MARIGOLD_NORMALS_ID = "prs-eth/marigold-normals-v1-1"
+SHAP_E_IMG2IMG_ID = "openai/shap-e-img2img"
+# Kinds served by exactly one diffusers pipeline class (what model_index.json must name), and a
+# model of that class to suggest.
+PIPELINE_CLASSES = {**MARIGOLD_PIPELINES, "image_to_3d": "ShapEImg2ImgPipeline"}
+EXAMPLE_IDS = {"intrinsics": MARIGOLD_INTRINSICS_ID, "normals": MARIGOLD_NORMALS_ID,
+               "image_to_3d": SHAP_E_IMG2IMG_ID}
 REGISTRY_FORMAT = 1
 REGISTRY_FILE = "registry.json"
 ENV_REGISTRY = "SCENE_DIFFUSION_MODELS"
@@ -142,9 +151,10 @@ def default_registry() -> Registry:
                                          "marigold", "intrinsics"),
         "marigold-normals": ModelSpec("marigold-normals", MARIGOLD_NORMALS_ID, "marigold",
                                       "normals"),
+        "shap-e-img2img": ModelSpec("shap-e-img2img", SHAP_E_IMG2IMG_ID, "shap_e", "image_to_3d"),
     }
     roles = {"text_to_image": "sd15", "intrinsics": "marigold-intrinsics",
-             "normals": "marigold-normals"}
+             "normals": "marigold-normals", "image_to_3d": "shap-e-img2img"}
     for role, repo in CONTROLNET_IDS.items():
         name = role.replace("_", "-")  # "controlnet-depth", "controlnet-depth-sdxl", ...
         family = "sdxl" if role.endswith("_sdxl") else "sd15"
@@ -310,6 +320,8 @@ def detect_family(folder: Path) -> tuple[str | None, str]:
 def _family_of_pipeline(cls: str) -> str | None:
     if cls.startswith("Marigold"):  # MarigoldIntrinsicsPipeline, MarigoldNormalsPipeline, ...
         return "marigold"
+    if cls.startswith("ShapE"):  # ShapEImg2ImgPipeline (image to 3D), ShapEPipeline (text to 3D)
+        return "shap_e"
     if cls.startswith("StableDiffusionXL"):
         return "sdxl"
     if cls.startswith("StableDiffusion3"):  # a different architecture despite the prefix
@@ -350,9 +362,10 @@ def check_kind(spec: ModelSpec, folder: Path) -> None:
     """Raise MODEL_FAMILY when the model cannot serve ``spec.kind`` (no weights read).
 
     The declared family must be one the kind accepts (text_to_image and controlnet: SD 1.5 or
-    SDXL; intrinsics and normals: Marigold), a Marigold kind needs exactly its pipeline class (a
-    Marigold depth or normals folder is no intrinsics model), a controlnet a ControlNetModel
-    folder, and no other kind a ControlNetModel. Call after check_family.
+    SDXL; intrinsics and normals: Marigold; image_to_3d: Shap-E), a Marigold kind and image_to_3d
+    need exactly their pipeline class (a Marigold depth or normals folder is no intrinsics model, a
+    text-to-3D ShapEPipeline no image_to_3d model), a controlnet a ControlNetModel folder, and no
+    other kind a ControlNetModel. Call after check_family.
     """
     families = KIND_FAMILIES.get(spec.kind)
     if families is not None and spec.family not in families:
@@ -376,11 +389,11 @@ def check_kind(spec: ModelSpec, folder: Path) -> None:
                          f"{CONTROLNET_CLASS}, which only guides a text_to_image model.",
                          f"Give '{spec.name}' \"kind\": \"controlnet\" in the registry, or point it "
                          f"at a {spec.kind} model.")
-    want_cls = MARIGOLD_PIPELINES.get(spec.kind)
+    want_cls = PIPELINE_CLASSES.get(spec.kind)
     if want_cls is None:
         return
     if cls != want_cls:
-        example = MARIGOLD_INTRINSICS_ID if spec.kind == "intrinsics" else MARIGOLD_NORMALS_ID
+        example = EXAMPLE_IDS[spec.kind]
         raise ModelError(protocol.MODEL_FAMILY,
                          f"Model '{spec.name}' is used as a {spec.kind} model, but {folder} holds "
                          f"a {cls or 'model of unknown class'}, not a {want_cls}.",
@@ -477,17 +490,21 @@ def hub_offline() -> bool:
 def pipeline_class(family: str, kind: str = "text_to_image") -> Any:
     """The diffusers class a model loads with (``from_pretrained``).
 
-    By kind for Marigold, ``ControlNetModel`` for a controlnet (a model, not a pipeline: see
-    :func:`controlnet_pipeline_class` for the pipeline it joins), else the family's pipeline.
+    By kind for Marigold and image_to_3d (``ShapEImg2ImgPipeline``), ``ControlNetModel`` for a
+    controlnet (a model, not a pipeline: see :func:`controlnet_pipeline_class` for the pipeline it
+    joins), else the family's pipeline.
     """
     from diffusers import (
         ControlNetModel,
         MarigoldIntrinsicsPipeline,
         MarigoldNormalsPipeline,
+        ShapEImg2ImgPipeline,
         StableDiffusionPipeline,
         StableDiffusionXLPipeline,
     )
 
+    if kind == "image_to_3d":
+        return ShapEImg2ImgPipeline
     if kind == "intrinsics":
         return MarigoldIntrinsicsPipeline
     if kind == "normals":
@@ -537,8 +554,8 @@ class PipelineCache:
     """Loaded pipelines (and ControlNets) kept warm between jobs, one family on the device at a time.
 
     Pipelines and ControlNet models are cached by model name. Loading a model of another family
-    first releases every loaded model of a different family: SD 1.5, SDXL and Marigold never
-    share the device, so a PBR job (Marigold) after a texture job (SD 1.5) reloads, and the
+    first releases every loaded model of a different family: SD 1.5, SDXL, Marigold and Shap-E
+    never share the device, so a PBR job (Marigold) after a texture job (SD 1.5) reloads, and the
     reverse. The two Marigold models (intrinsics and normals) are one family and stay loaded
     together; so do an SD 1.5 base model and its SD 1.5 ControlNets.
 
@@ -576,6 +593,20 @@ class PipelineCache:
                              f"{' or '.join(MARIGOLD_PIPELINES)} model.",
                              "Choose an intrinsics or normals model (a Marigold pipeline) for "
                              "this role in the registry.")
+        return self._get(spec)
+
+    def image_to_3d(self, spec: ModelSpec) -> Any:
+        """A ShapEImg2ImgPipeline (kind ``image_to_3d``, family ``shap_e``).
+
+        Same rules as :meth:`marigold`: offline first, safetensors only, the family and the pipeline
+        class checked before any weights load, kept warm by model name, and loading it releases the
+        models of every other family (a Shap-E job after a texture job unloads SD 1.5).
+        """
+        if spec.kind != "image_to_3d":
+            raise ModelError(protocol.INVALID_PARAMS,
+                             f"Model '{spec.name}' is a {spec.kind} model, not an image_to_3d model.",
+                             f"Choose an image_to_3d model (a Shap-E image-to-3D pipeline such as "
+                             f"{SHAP_E_IMG2IMG_ID}) for this role in the registry.")
         return self._get(spec)
 
     def controlnet_pipeline(self, base: ModelSpec, controls: list[ModelSpec], img2img: bool = False) -> Any:

@@ -293,3 +293,76 @@ class RenderParams:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+MESH_BACKGROUNDS = ("auto", "alpha", "none")
+MIN_MESH_RESOLUTION = 16
+MAX_MESH_RESOLUTION = 256
+
+
+@dataclass(frozen=True)
+class MeshParams:
+    """Image to 3D: a mesh with vertex colours from one picture of a subject (Shap-E).
+
+    ``background``: "auto" uses the alpha channel when the image has one that is not fully opaque,
+    else removes a plain background coloured like the image border; "alpha" requires the alpha
+    channel; "none" uses the whole image. ``tolerance``: how far (Euclidean RGB distance, values in
+    [0, 1], display-encoded) a pixel may be from the border colour and still be background.
+    ``frame_size``: the mesh resolution, cells per side of the grid the surface is extracted on
+    (the renderer's marching-cubes ``grid_size``; diffusers' own default for meshes is 128), between
+    MIN_MESH_RESOLUTION and MAX_MESH_RESOLUTION.
+    """
+
+    source: str = "inputs/image.png"  # relative to the job folder: an image file, or .npy (H x W x C float)
+    source_colorspace: str = "srgb"  # .npy only: "srgb" (display-encoded values) or "linear" (scene-linear)
+    background: str = "auto"
+    tolerance: float = 0.08
+    steps: int = 64
+    guidance: float = 3.0
+    seed: int = -1  # -1: pick one at random (the one used is recorded in job.json)
+    frame_size: int = 64
+    model: str = ""  # a registry model name; empty: the registry's image_to_3d model
+
+    def __post_init__(self) -> None:
+        _relative("source", self.source)
+        _choice("source_colorspace", self.source_colorspace, ("srgb", "linear"))
+        _choice("background", self.background, MESH_BACKGROUNDS)
+        if not 0.0 <= self.tolerance <= 1.0:
+            raise ParamError(f"tolerance must be between 0 and 1, got {self.tolerance}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ParamError(f"steps must be between 1 and {MAX_STEPS}, got {self.steps}")
+        if not 0.0 <= self.guidance <= 30.0:
+            raise ParamError(f"guidance must be between 0 and 30, got {self.guidance}")
+        if not -1 <= self.seed <= MAX_SEED:
+            raise ParamError(f"seed must be -1 (random) or between 0 and {MAX_SEED}, got {self.seed}")
+        if not MIN_MESH_RESOLUTION <= self.frame_size <= MAX_MESH_RESOLUTION:
+            raise ParamError(f"frame_size (mesh resolution) must be between {MIN_MESH_RESOLUTION} and "
+                             f"{MAX_MESH_RESOLUTION}, got {self.frame_size}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MeshParams:
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ImportMeshParams:
+    """Bring in a mesh made by another image-to-3D tool: the absolute path of a GLB, glTF, OBJ or PLY
+    file (the backend names the supported formats when the file is something else)."""
+
+    path: str
+
+    def __post_init__(self) -> None:
+        if not self.path.strip():
+            raise ParamError("no mesh file given")
+        if not (self.path.startswith(("/", "\\")) or (len(self.path) > 2 and self.path[1] == ":")):
+            raise ParamError(f"the mesh file must be an absolute path, got {self.path!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImportMeshParams:
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

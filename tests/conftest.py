@@ -24,7 +24,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 TINY_MODELS_TIMEOUT_S = 1800
 TINY_MODEL_ROLES = ("text_to_image", "intrinsics", "normals", "controlnet_depth", "controlnet_normal",
-                    "controlnet_canny", "controlnet_depth_sdxl", "controlnet_canny_sdxl")
+                    "controlnet_canny", "controlnet_depth_sdxl", "controlnet_canny_sdxl", "image_to_3d")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -16,6 +16,8 @@ TASKS = {
     "export_maps": "backend.tasks.export_maps",
     "import_maps": "backend.tasks.import_maps",
     "render": "backend.tasks.render",
+    "mesh": "backend.tasks.mesh",
+    "import_mesh": "backend.tasks.import_mesh",
 }
 
 

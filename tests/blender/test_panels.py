@@ -128,3 +128,27 @@ def test_pbr_panels_draw_in_both_editors(addon, clean_scene, method, file_format
         assert ("steps" in shown) == (method == "marigold")
         assert ("compression" in shown) == (file_format == "exr")
     assert addon.panels.pbr.SCENE_DIFFUSION_PT_pbr_image.bl_space_type == "IMAGE_EDITOR"
+
+
+@pytest.mark.parametrize("animation, camera", [(False, True), (True, False)])
+def test_render_panel_draws(addon, clean_scene, animation, camera):
+    scene = bpy.context.scene
+    if camera:
+        bpy.ops.object.camera_add()
+        scene.camera = bpy.context.object
+    scene.scene_diffusion.render.animation = animation
+    calls = _draw(addon.panels.render.SCENE_DIFFUSION_PT_render.draw, bpy.context)
+    assert ("operator", ("scene_diffusion.render_controlnet",), {"icon": "RENDER_STILL"}) in calls
+    labels = [c[2].get("text") for c in calls if c[0] == "label"]
+    assert ("No active camera" in labels) == (not camera)
+    shown = {c[1][1] for c in calls if c[0] == "prop"}
+    assert ("frame_start" in shown) == animation and {"use_depth", "use_normal", "use_canny"} <= shown
+
+
+@pytest.mark.parametrize("source", ["IMAGE", "FILE"])
+def test_mesh_panel_draws(addon, clean_scene, source):
+    bpy.context.scene.scene_diffusion.mesh.source = source
+    calls = _draw(addon.panels.mesh.SCENE_DIFFUSION_PT_mesh.draw, bpy.context)
+    operators = {c[1][0] for c in calls if c[0] == "operator"}
+    assert operators == {"scene_diffusion.image_to_mesh", "scene_diffusion.import_generated_mesh"}
+    assert any(c[0] == ("template_ID" if source == "IMAGE" else "prop") for c in calls)

@@ -1,0 +1,126 @@
+"""Meshes from images (Shap-E in the backend) and from other image-to-3D tools' files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import bpy
+
+from ..addon import image_data, mesh_import, service
+from ..addon.supervisor import DONE, Job
+from ..backend.params import ImportMeshParams, MeshParams, ParamError
+
+if TYPE_CHECKING:
+    from bpy.stub_internal.rna_enums import OperatorReturnItems
+
+MESH_FORMATS = (".glb", ".gltf", ".obj", ".ply")
+IMAGE_FORMATS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def _importer(settings: Any, name: str, location: tuple[float, float, float]) -> Any:
+    """on_result: bring outputs/mesh.npz in, with the settings as they were at submit time."""
+    target_size, bake = settings.target_size, settings.texture_size if settings.bake_texture else 0
+
+    def on_result(job: Job, result: Any) -> None:
+        job.applied = mesh_import.import_mesh(job.job_dir / result.outputs["mesh"], name, target_size, location,
+                                              bake_size=bake)
+
+    return on_result
+
+
+def _report(op: bpy.types.Operator, job: Job) -> set[OperatorReturnItems]:
+    if not service.is_blocking() and not job.finished:
+        op.report({"INFO"}, f"Job {job.id} started; progress in the Diffusion tab")
+        return {"FINISHED"}
+    if job.state == DONE and job.applied is not None:
+        applied = job.applied
+        op.report({"INFO"}, f"'{applied.object}': {applied.vertices} vertices, {applied.faces} faces")
+        return {"FINISHED"}
+    if job.error is not None:
+        op.report({"ERROR"}, job.error.text())
+    return {"CANCELLED"}
+
+
+class SCENE_DIFFUSION_OT_image_to_mesh(bpy.types.Operator):
+    """Generate a textured mesh from an image and place it at the 3D cursor"""
+
+    bl_idname = "scene_diffusion.image_to_mesh"
+    bl_label = "Image to Mesh"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        scene: Any = context.scene
+        settings = scene.scene_diffusion.mesh
+        try:
+            params = MeshParams(background=settings.background, tolerance=settings.tolerance, steps=settings.steps,
+                                guidance=settings.guidance, seed=-1 if settings.random_seed else settings.seed,
+                                frame_size=settings.frame_size)
+        except ParamError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if settings.source == "FILE":
+            path = Path(bpy.path.abspath(settings.filepath))
+            if not path.is_file():
+                self.report({"ERROR"}, f"No such image file: {path}")
+                return {"CANCELLED"}
+            if path.suffix.lower() not in IMAGE_FORMATS:
+                self.report({"ERROR"}, f"{path.name}: not an image format ({', '.join(IMAGE_FORMATS)})")
+                return {"CANCELLED"}
+            name = path.stem
+        elif settings.image is None:
+            self.report({"ERROR"}, "Choose an image (or switch the source to a file)")
+            return {"CANCELLED"}
+        else:
+            name = settings.image.name
+        job_dir = service.new_job_folder("mesh")
+        try:
+            if settings.source == "FILE":
+                source = f"inputs/image{path.suffix.lower()}"
+                shutil.copyfile(path, job_dir / source)
+            else:
+                source = "inputs/image.npy"
+                colorspace = image_data.save_npy(settings.image, job_dir / source, need_colour=True)
+                params = MeshParams(**{**params.to_dict(), "source_colorspace": colorspace})
+        except (image_data.ImageDataError, OSError) as exc:
+            service.discard_job_folder(job_dir)
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        request = {**params.to_dict(), "source": source}
+        location = tuple(scene.cursor.location)
+        job = service.submit("mesh", request, on_result=_importer(settings, name, location), job_dir=job_dir)
+        return _report(self, job)
+
+
+class SCENE_DIFFUSION_OT_import_generated_mesh(bpy.types.Operator):
+    """Import a mesh from an image-to-3D tool (GLB, OBJ, PLY), normalised and placed like generated ones"""
+
+    bl_idname = "scene_diffusion.import_generated_mesh"
+    bl_label = "Import Generated Mesh"
+    bl_options = {"REGISTER"}
+
+    filepath: bpy.props.StringProperty(subtype="FILE_PATH")  # type: ignore[valid-type]
+    filter_glob: bpy.props.StringProperty(default="*.glb;*.gltf;*.obj;*.ply", options={"HIDDEN"})  # type: ignore[valid-type]
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[OperatorReturnItems]:
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        scene: Any = context.scene
+        settings = scene.scene_diffusion.mesh
+        path = Path(bpy.path.abspath(self.filepath or settings.import_path))
+        if not path.is_file():
+            self.report({"ERROR"}, f"No such file: {path}")
+            return {"CANCELLED"}
+        if path.suffix.lower() not in MESH_FORMATS:
+            self.report({"ERROR"}, f"{path.name}: unsupported format; use {', '.join(MESH_FORMATS)}")
+            return {"CANCELLED"}
+        params = ImportMeshParams(path=str(path))
+        location = tuple(scene.cursor.location)
+        job = service.submit("import_mesh", params.to_dict(), on_result=_importer(settings, path.stem, location))
+        return _report(self, job)
+
+
+classes = (SCENE_DIFFUSION_OT_image_to_mesh, SCENE_DIFFUSION_OT_import_generated_mesh)

@@ -1,0 +1,54 @@
+"""3D View > Sidebar > Diffusion > Mesh: image to 3D, and importing other tools' meshes."""
+
+from __future__ import annotations
+
+import bpy
+
+from ..addon import service
+from .job_status import draw_job
+
+
+class SCENE_DIFFUSION_PT_mesh(bpy.types.Panel):
+    bl_label = "Image to Mesh"
+    bl_idname = "SCENE_DIFFUSION_PT_mesh"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Diffusion"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        assert layout is not None
+        settings = context.scene.scene_diffusion.mesh
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.prop(settings, "source", expand=True)
+        if settings.source == "IMAGE":
+            layout.template_ID(settings, "image", open="image.open")
+        else:
+            layout.prop(settings, "filepath")
+        layout.prop(settings, "background")
+        if settings.background == "auto":
+            layout.prop(settings, "tolerance")
+        col = layout.column(align=True)
+        col.prop(settings, "steps")
+        col.prop(settings, "guidance")
+        col.prop(settings, "frame_size")
+        row = layout.row(heading="Seed", align=True)
+        row.prop(settings, "random_seed", text="Random")
+        sub = row.row(align=True)
+        sub.enabled = not settings.random_seed
+        sub.prop(settings, "seed", text="")
+        layout.prop(settings, "target_size")
+        row = layout.row(heading="Bake")
+        row.prop(settings, "bake_texture", text="")
+        sub = row.row()
+        sub.enabled = settings.bake_texture
+        sub.prop(settings, "texture_size", text="")
+        layout.operator("scene_diffusion.image_to_mesh", icon="MESH_MONKEY")
+        layout.operator("scene_diffusion.import_generated_mesh", icon="IMPORT")
+        jobs = [j for j in service.supervisor().jobs.values() if j.task in ("mesh", "import_mesh")]
+        draw_job(layout, max(jobs, key=lambda j: j.submitted, default=None))
+
+
+classes = (SCENE_DIFFUSION_PT_mesh,)
