@@ -3,9 +3,10 @@
 Builds a small scene with the `bpy` module, installs the extension the way Blender does
 (built and validated with Blender's own extension tool), and through the real backend
 process: generates a seamless texture onto the scene's objects, derives a PBR material from it
-and exports its maps as a multilayer EXR, and renders the scene with depth + normal
-ControlNets from Blender's own passes. Then renders the textured scene with Cycles and writes
-the outputs and a summary into demo_output/.
+and exports its maps as a multilayer EXR, renders the scene with depth + normal ControlNets
+from Blender's own passes, and turns that render into a mesh placed beside the ball
+(image to 3D). Then renders the whole scene with Cycles and writes the outputs and a summary
+into demo_output/.
 
 Models: $SCENE_DIFFUSION_MODELS when set (a registry of real weights), else tiny
 random-weight pipelines built by `python -m backend models make-tiny` — the pictures are
@@ -173,6 +174,18 @@ def main() -> int:
     side_by_side([OUT / f"controlnet_{n}.png" for n in ("control_depth", "control_normal", "render")],
                  OUT / "controlnet_strip.png")
 
+    # Image to 3D: the ControlNet render becomes a mesh beside the ball.
+    mesh_settings = scene.scene_diffusion.mesh
+    mesh_settings.source, mesh_settings.image = "IMAGE", bpy.data.images["Diffusion Render"]
+    mesh_settings.steps, mesh_settings.random_seed, mesh_settings.seed = (4 if tiny else 64), False, 5
+    mesh_settings.frame_size, mesh_settings.target_size = (32 if tiny else 128), 1.2
+    scene.cursor.location = (0.6, 2.4, 0.0)
+    before = set(bpy.data.objects.keys())
+    t0 = time.monotonic()
+    bpy.ops.scene_diffusion.image_to_mesh()
+    mesh_s = time.monotonic() - t0
+    (generated,) = [bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - before]
+
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
     scene.cycles.samples = 16
@@ -200,6 +213,9 @@ def main() -> int:
                               "size": [render_settings.width, render_settings.height],
                               "controlnets": [c["name"] for c in render_record["models"]["controlnets"]],
                               "seconds": round(controlnet_s, 2)},
+        "image_to_mesh": {"object": generated.name, "vertices": len(generated.data.vertices),
+                          "faces": len(generated.data.polygons), "size": round(max(generated.dimensions), 3),
+                          "seconds": round(mesh_s, 2)},
         "render": {"engine": "CYCLES", "samples": 16, "seconds": round(render_s, 2)},
         "outputs": sorted(p.name for p in OUT.iterdir()),
         "total_seconds": round(time.monotonic() - started, 2),
