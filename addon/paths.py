@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,16 @@ def log_path() -> Path:
 
 def managed_venv() -> Path:
     return user_dir() / "venv"
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why files cannot be written into ``folder`` (created if missing), or None when they can."""
+    if not folder.is_absolute():
+        return "Save the .blend first, or choose an absolute folder"
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+        return f"{folder} is not writable: choose another folder"
+    return None
 
 
 def venv_python(venv: Path) -> Path:

@@ -25,6 +25,20 @@ def check_size(name: str, value: int) -> None:
             f"{name} must be a multiple of 8 between {MIN_SIZE} and {MAX_SIZE} pixels, got {value}")
 
 
+def check_generation(params: Any, what: str) -> None:
+    """The bounds every text-conditioned generation shares: prompt, size, steps, guidance, seed."""
+    if not params.prompt.strip():
+        raise ParamError(f"prompt is empty: {what}")
+    check_size("width", params.width)
+    check_size("height", params.height)
+    if not 1 <= params.steps <= MAX_STEPS:
+        raise ParamError(f"steps must be between 1 and {MAX_STEPS}, got {params.steps}")
+    if not 0.0 <= params.guidance <= 30.0:
+        raise ParamError(f"guidance must be between 0 and 30, got {params.guidance}")
+    if not -1 <= params.seed <= MAX_SEED:
+        raise ParamError(f"seed must be -1 (random) or between 0 and {MAX_SEED}, got {params.seed}")
+
+
 @dataclass(frozen=True)
 class TextureParams:
     prompt: str
@@ -41,16 +55,7 @@ class TextureParams:
     pbr: bool = False  # also derive PBR maps (image filters) from the texture
 
     def __post_init__(self) -> None:
-        if not self.prompt.strip():
-            raise ParamError("prompt is empty: describe the texture to generate")
-        check_size("width", self.width)
-        check_size("height", self.height)
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise ParamError(f"steps must be between 1 and {MAX_STEPS}, got {self.steps}")
-        if not 0.0 <= self.guidance <= 30.0:
-            raise ParamError(f"guidance must be between 0 and 30, got {self.guidance}")
-        if not -1 <= self.seed <= MAX_SEED:
-            raise ParamError(f"seed must be -1 (random) or between 0 and {MAX_SEED}, got {self.seed}")
+        check_generation(self, "describe the texture to generate")
         if self.preview_every < 0:
             raise ParamError("preview_every must be 0 (no previews) or a positive step interval")
 
@@ -258,16 +263,7 @@ class RenderParams:
     preview_every: int = 2
 
     def __post_init__(self) -> None:
-        if not self.prompt.strip():
-            raise ParamError("prompt is empty: describe what the render should show")
-        check_size("width", self.width)
-        check_size("height", self.height)
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise ParamError(f"steps must be between 1 and {MAX_STEPS}, got {self.steps}")
-        if not 0.0 <= self.guidance <= 30.0:
-            raise ParamError(f"guidance must be between 0 and 30, got {self.guidance}")
-        if not -1 <= self.seed <= MAX_SEED:
-            raise ParamError(f"seed must be -1 (random) or between 0 and {MAX_SEED}, got {self.seed}")
+        check_generation(self, "describe what the render should show")
         if not 0 <= self.canny_low < self.canny_high <= MAX_CANNY_THRESHOLD:
             raise ParamError(f"canny thresholds must satisfy 0 <= low < high <= {MAX_CANNY_THRESHOLD}, "
                              f"got {self.canny_low} and {self.canny_high}")

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from ..addon import image_data, mesh_import, service
-from ..addon.supervisor import DONE, Job
+from ..addon import service
+from ..addon.supervisor import Job
 from ..backend.params import ImportMeshParams, MeshParams, ParamError
+from . import job_report
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -24,23 +25,16 @@ def _importer(settings: Any, name: str, location: tuple[float, float, float]) ->
     target_size, bake = settings.target_size, settings.texture_size if settings.bake_texture else 0
 
     def on_result(job: Job, result: Any) -> None:
+        from ..addon import mesh_import  # numpy: imported when used, not at register()
+
         job.applied = mesh_import.import_mesh(job.job_dir / result.outputs["mesh"], name, target_size, location,
                                               bake_size=bake)
 
     return on_result
 
 
-def _report(op: bpy.types.Operator, job: Job) -> set[OperatorReturnItems]:
-    if not service.is_blocking() and not job.finished:
-        op.report({"INFO"}, f"Job {job.id} started; progress in the Diffusion tab")
-        return {"FINISHED"}
-    if job.state == DONE and job.applied is not None:
-        applied = job.applied
-        op.report({"INFO"}, f"'{applied.object}': {applied.vertices} vertices, {applied.faces} faces")
-        return {"FINISHED"}
-    if job.error is not None:
-        op.report({"ERROR"}, job.error.text())
-    return {"CANCELLED"}
+def _mesh_done(job: Job) -> str:
+    return f"'{job.applied.object}': {job.applied.vertices} vertices, {job.applied.faces} faces"
 
 
 class SCENE_DIFFUSION_OT_image_to_mesh(bpy.types.Operator):
@@ -51,6 +45,8 @@ class SCENE_DIFFUSION_OT_image_to_mesh(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        from ..addon import image_data  # numpy: imported when used, not at register()
+
         scene: Any = context.scene
         settings = scene.scene_diffusion.mesh
         try:
@@ -90,7 +86,7 @@ class SCENE_DIFFUSION_OT_image_to_mesh(bpy.types.Operator):
         request = {**params.to_dict(), "source": source}
         location = tuple(scene.cursor.location)
         job = service.submit("mesh", request, on_result=_importer(settings, name, location), job_dir=job_dir)
-        return _report(self, job)
+        return job_report.finish(self, job, _mesh_done)
 
 
 class SCENE_DIFFUSION_OT_import_generated_mesh(bpy.types.Operator):
@@ -120,7 +116,7 @@ class SCENE_DIFFUSION_OT_import_generated_mesh(bpy.types.Operator):
         params = ImportMeshParams(path=str(path))
         location = tuple(scene.cursor.location)
         job = service.submit("import_mesh", params.to_dict(), on_result=_importer(settings, path.stem, location))
-        return _report(self, job)
+        return job_report.finish(self, job, _mesh_done)
 
 
 classes = (SCENE_DIFFUSION_OT_image_to_mesh, SCENE_DIFFUSION_OT_import_generated_mesh)

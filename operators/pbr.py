@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from ..addon import image_data, pbr_material, service
-from ..addon.supervisor import DONE, Job
+from ..addon import paths, pbr_material, service
+from ..addon.supervisor import Job
 from ..addon.texture_result import PROVENANCE_KEY
 from ..backend.params import ExportMapsParams, ImportMapsParams, ParamError
+from . import job_report
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -28,19 +28,6 @@ def _provenance(image: bpy.types.Image) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()} if data is not None else {}
 
 
-def _report_end(op: bpy.types.Operator, job: Job, done: str) -> set[OperatorReturnItems]:
-    """Background mode: say how the job ended. In the UI the panel shows it."""
-    if not service.is_blocking() and not job.finished:
-        op.report({"INFO"}, f"Job {job.id} started; progress in the Diffusion tab")
-        return {"FINISHED"}
-    if job.state == DONE:
-        op.report({"INFO"}, done.format(job=job))
-        return {"FINISHED"}
-    if job.error is not None:
-        op.report({"ERROR"}, job.error.text())
-    return {"CANCELLED"}
-
-
 class SCENE_DIFFUSION_OT_derive_pbr(bpy.types.Operator):
     """Derive normal, roughness, metallic, AO and height maps from a colour image and build a PBR material"""
 
@@ -49,6 +36,8 @@ class SCENE_DIFFUSION_OT_derive_pbr(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        from ..addon import image_data  # numpy: imported when used, not at register()
+
         settings = context.scene.scene_diffusion.pbr
         obj = context.active_object
         image = settings.image or pbr_material.base_color_image(obj.active_material if obj else None)
@@ -77,8 +66,8 @@ class SCENE_DIFFUSION_OT_derive_pbr(bpy.types.Operator):
                                                   provenance)
 
         job = service.submit("pbr", request, on_result=on_result, job_dir=job_dir)
-        return _report_end(self, job, "PBR material '{job.applied.material}' with "
-                                      "{job.applied.images[albedo]} and its maps")
+        return job_report.finish(self, job, lambda j: f"PBR material '{j.applied.material}' with "
+                                                      f"{len(j.applied.images)} maps")
 
 
 class SCENE_DIFFUSION_OT_export_maps(bpy.types.Operator):
@@ -89,6 +78,8 @@ class SCENE_DIFFUSION_OT_export_maps(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        from ..addon import image_data  # numpy: imported when used, not at register()
+
         settings = context.scene.scene_diffusion.export
         obj = context.active_object
         material = obj.active_material if obj else None
@@ -98,12 +89,9 @@ class SCENE_DIFFUSION_OT_export_maps(bpy.types.Operator):
                                    "(Base Color, Roughness, Metallic, Normal Map, Bump)")
             return {"CANCELLED"}
         folder = Path(bpy.path.abspath(settings.directory or "//"))
-        if not folder.is_absolute():
-            self.report({"ERROR"}, "Save the .blend first, or choose an absolute folder")
-            return {"CANCELLED"}
-        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
-            self.report({"ERROR"}, f"{folder} is not writable: choose another folder")
+        problem = paths.unwritable(folder)
+        if problem:
+            self.report({"ERROR"}, problem)
             return {"CANCELLED"}
         albedo = maps.get("albedo")
         try:
@@ -126,7 +114,7 @@ class SCENE_DIFFUSION_OT_export_maps(bpy.types.Operator):
             return {"CANCELLED"}
         request = {**params.to_dict(), "colorspaces": colorspaces}
         job = service.submit("export_maps", request, job_dir=job_dir)
-        return _report_end(self, job, "Exported {job.result.info[files]}")
+        return job_report.finish(self, job, lambda j: f"Exported {', '.join(j.result.info['files'])}")
 
 
 class SCENE_DIFFUSION_OT_import_maps(bpy.types.Operator):
@@ -161,7 +149,7 @@ class SCENE_DIFFUSION_OT_import_maps(bpy.types.Operator):
                                                   provenance=result.info.get("attributes"))
 
         job = service.submit("import_maps", params.to_dict(), on_result=on_result)
-        return _report_end(self, job, "Material '{job.applied.material}' from " + path.name)
+        return job_report.finish(self, job, lambda j: f"Material '{j.applied.material}' from {path.name}")
 
 
 classes = (SCENE_DIFFUSION_OT_derive_pbr, SCENE_DIFFUSION_OT_export_maps, SCENE_DIFFUSION_OT_import_maps)

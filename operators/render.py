@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from ..addon import passes, render_result, render_sequence, service
-from ..addon.supervisor import DONE, Job
+from ..addon import passes, paths, render_result, render_sequence, service
+from ..addon.supervisor import Job
 from ..backend.params import ParamError
+from . import job_report
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -53,28 +53,17 @@ class SCENE_DIFFUSION_OT_render_controlnet(bpy.types.Operator):
             job.applied = render_result.apply_render(job.job_dir, result.outputs)
 
         job = service.submit("render", params.to_dict(), on_result=on_result, job_dir=job_dir)
-        if not service.is_blocking() and not job.finished:
-            self.report({"INFO"}, f"Rendering (job {job.id}); progress in the Diffusion tab")
-            return {"FINISHED"}
-        if job.state == DONE:
-            self.report({"INFO"}, f"'{render_result.RESULT_NAME}' (seed {job.result.info['seed']}, "
-                                  f"{job.job_dir.name})" if job.result else "Done")
-            return {"FINISHED"}
-        if job.error is not None:
-            self.report({"ERROR"}, job.error.text())
-        return {"CANCELLED"}
+        return job_report.finish(self, job, lambda j: f"'{render_result.RESULT_NAME}' "
+                                                      f"(seed {j.result.info['seed']}, {j.job_dir.name})")
 
     def _animation(self, scene: bpy.types.Scene, settings: Any, params: dict[str, Any]) -> set[OperatorReturnItems]:
         if settings.frame_end < settings.frame_start:
             self.report({"ERROR"}, f"the frame range {settings.frame_start}-{settings.frame_end} is empty")
             return {"CANCELLED"}
         folder = Path(bpy.path.abspath(settings.output_dir))
-        if not folder.is_absolute():
-            self.report({"ERROR"}, "Save the .blend first, or choose an absolute output folder")
-            return {"CANCELLED"}
-        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
-            self.report({"ERROR"}, f"{folder} is not writable: choose another output folder")
+        problem = paths.unwritable(folder)
+        if problem:
+            self.report({"ERROR"}, problem)
             return {"CANCELLED"}
         current = render_sequence.current()
         if current is not None and not current.finished:

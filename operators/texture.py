@@ -11,8 +11,9 @@ if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
 from ..addon import service, texture_result
-from ..addon.supervisor import DONE, Job
+from ..addon.supervisor import Job
 from ..backend.params import ParamError
+from . import job_report
 
 
 class SCENE_DIFFUSION_OT_generate_texture(bpy.types.Operator):
@@ -35,26 +36,14 @@ class SCENE_DIFFUSION_OT_generate_texture(bpy.types.Operator):
         job = service.submit("texture", params.to_dict(), on_result=on_result)
         if skipped:
             self.report({"INFO"}, f"Not meshes, left as they are: {', '.join(skipped)}")
-        if not service.is_blocking() and not job.finished:
-            self.report({"INFO"}, f"Generating texture (job {job.id}); progress in the Diffusion tab")
-            return {"FINISHED"}
-        return self._report_end(job)
+        return job_report.finish(self, job, _texture_done)
 
-    def _report_end(self, job: Job) -> set[OperatorReturnItems]:
-        if job.state == DONE and job.result is not None:
-            applied = job.applied
-            where = f" on {', '.join(applied.objects)}" if applied and applied.objects else ""
-            self.report({"INFO"}, f"Texture '{applied.image if applied else '?'}'{where} "
-                                  f"(seed {job.result.info.get('seed')}, {Path(job.job_dir).name})")
-            return {"FINISHED"}
-        if job.error is not None:
-            text = job.error.text()
-            if job.error.log_tail:
-                text += "\n" + job.error.log_tail
-            self.report({"ERROR"}, text)
-        else:
-            self.report({"WARNING"}, "Texture job cancelled")
-        return {"CANCELLED"}
+
+def _texture_done(job: Job) -> str:
+    applied = job.applied
+    where = f" on {', '.join(applied.objects)}" if applied.objects else ""
+    seed = job.result.info.get("seed") if job.result else "?"
+    return f"Texture '{applied.image}'{where} (seed {seed}, {Path(job.job_dir).name})"
 
 
 classes = (SCENE_DIFFUSION_OT_generate_texture,)
