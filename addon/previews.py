@@ -36,9 +36,5 @@ def clear() -> None:
     _current.clear()
 
 
-def register() -> None:
-    pass
-
-
 def unregister() -> None:
     clear()

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -26,21 +24,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: `backend` is top level
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pbr import smooth_colour  # noqa: E402  (bench/pbr.py: the same test image)
+from pbr import best_of, smooth_colour  # noqa: E402  (bench/pbr.py: the same test image)
 
 from backend.imaging.exr import COMPRESSIONS, read_exr, write_exr  # noqa: E402
 from backend.imaging.pbr import derive_maps  # noqa: E402
 
 MAP_NAMES = ("albedo", "normal", "roughness", "ao", "height")
-
-
-def best_of(repeat: int, run: Callable[..., object], *args: object) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run(*args)
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def blender_images(maps: dict[str, np.ndarray]) -> dict[str, bpy.types.Image]:

@@ -15,13 +15,15 @@ import argparse
 import importlib
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from pbr import best_of  # noqa: E402  (bench/pbr.py)
 
 from devtools import extension  # noqa: E402
 
@@ -33,15 +35,6 @@ def grid(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     quads = np.stack([ids[:-1, :-1], ids[:-1, 1:], ids[1:, 1:], ids[1:, :-1]], axis=2).reshape(-1, 4)
     colors = np.concatenate([vertices / max(side, 1), np.ones((len(vertices), 1), np.float32)], axis=1)
     return vertices, np.full(len(quads), 4, np.int32), quads.ravel(), np.clip(colors, 0, 1).astype(np.float32)
-
-
-def best_of(repeat: int, run) -> float:  # type: ignore[no-untyped-def]
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return best
 
 
 def main() -> int:

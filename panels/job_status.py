@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import bpy
 
 from ..addon import previews
@@ -32,3 +34,12 @@ def draw_job(layout: bpy.types.UILayout, job: Job | None) -> None:
             col.label(text=job.error.hint)
         for line in job.error.log_tail.splitlines()[-4:]:
             col.label(text=line[:120])
+
+
+def draw_seed(layout: bpy.types.UILayout, settings: Any) -> None:
+    """A fixed seed field, greyed out while a random seed is chosen per job."""
+    row = layout.row(heading="Seed", align=True)
+    row.prop(settings, "random_seed", text="Random")
+    sub = row.row(align=True)
+    sub.enabled = not settings.random_seed
+    sub.prop(settings, "seed", text="")

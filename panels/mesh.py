@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 
 from ..addon import service
-from .job_status import draw_job
+from .job_status import draw_job, draw_seed
 
 
 class SCENE_DIFFUSION_PT_mesh(bpy.types.Panel):
@@ -34,11 +34,7 @@ class SCENE_DIFFUSION_PT_mesh(bpy.types.Panel):
         col.prop(settings, "steps")
         col.prop(settings, "guidance")
         col.prop(settings, "frame_size")
-        row = layout.row(heading="Seed", align=True)
-        row.prop(settings, "random_seed", text="Random")
-        sub = row.row(align=True)
-        sub.enabled = not settings.random_seed
-        sub.prop(settings, "seed", text="")
+        draw_seed(layout, settings)
         layout.prop(settings, "target_size")
         row = layout.row(heading="Bake")
         row.prop(settings, "bake_texture", text="")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 
 from ..addon import render_sequence, service
-from .job_status import draw_job
+from .job_status import draw_job, draw_seed
 
 
 class SCENE_DIFFUSION_PT_render(bpy.types.Panel):
@@ -50,11 +50,7 @@ class SCENE_DIFFUSION_PT_render(bpy.types.Panel):
             col.prop(settings, "height")
         layout.prop(settings, "steps")
         layout.prop(settings, "guidance")
-        row = layout.row(heading="Seed", align=True)
-        row.prop(settings, "random_seed", text="Random")
-        sub = row.row(align=True)
-        sub.enabled = not settings.random_seed
-        sub.prop(settings, "seed", text="")
+        draw_seed(layout, settings)
         layout.prop(settings, "model", placeholder="registry default")
         col = layout.column(align=True)
         col.prop(settings, "engine")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 
 from ..addon import service
-from .job_status import draw_job
+from .job_status import draw_job, draw_seed
 
 
 class SCENE_DIFFUSION_PT_texture(bpy.types.Panel):
@@ -31,11 +31,7 @@ class SCENE_DIFFUSION_PT_texture(bpy.types.Panel):
         row.prop(settings, "seamless_y", text="Y", toggle=True)
         layout.prop(settings, "steps")
         layout.prop(settings, "guidance")
-        row = layout.row(heading="Seed", align=True)
-        row.prop(settings, "random_seed", text="Random")
-        sub = row.row(align=True)
-        sub.enabled = not settings.random_seed
-        sub.prop(settings, "seed", text="")
+        draw_seed(layout, settings)
         layout.prop(settings, "model", placeholder="registry default")
         layout.prop(settings, "assign_material")
         row = layout.row(heading="PBR")
