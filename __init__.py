@@ -15,17 +15,19 @@ def _modules() -> list[ModuleType]:
     from .operators import backend as backend_ops
     from .operators import mesh as mesh_ops
     from .operators import pbr as pbr_ops
+    from .operators import project as project_ops
     from .operators import render as render_ops
     from .operators import texture as texture_ops
     from .panels import backend as backend_panel
     from .panels import mesh as mesh_panel
     from .panels import pbr as pbr_panel
+    from .panels import project as project_panel
     from .panels import render as render_panel
     from .panels import status_bar
     from .panels import texture as texture_panel
 
-    return [preferences, properties, service, previews, texture_ops, render_ops, pbr_ops, mesh_ops, backend_ops,
-            texture_panel, render_panel, pbr_panel, mesh_panel, backend_panel, status_bar]
+    return [preferences, properties, service, previews, texture_ops, render_ops, pbr_ops, mesh_ops, project_ops,
+            backend_ops, texture_panel, render_panel, pbr_panel, mesh_panel, project_panel, backend_panel, status_bar]
 
 
 def register() -> None:

@@ -6,13 +6,20 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from ..backend.params import (
+    MAX_BLEND_EXPONENT,
     MAX_CANNY_THRESHOLD,
     MAX_CONTROL_WEIGHT,
+    MAX_PADDING,
     MAX_SEED,
     MAX_SIZE,
     MAX_STEPS,
+    MAX_TEXTURE_SIZE,
+    MAX_VIEWS,
     MIN_SIZE,
+    MIN_TEXTURE_SIZE,
+    BakeParams,
     PbrParams,
+    ProjectTextureParams,
     RenderParams,
     TextureParams,
 )
@@ -221,16 +228,98 @@ class MeshSettings(bpy.types.PropertyGroup):
     import_path: StringProperty(name="Mesh File", subtype="FILE_PATH")  # type: ignore[valid-type]
 
 
+def _is_camera(_settings: object, obj: bpy.types.Object) -> bool:
+    return obj.type == "CAMERA"
+
+
+class ProjectSettings(bpy.types.PropertyGroup):
+    """Projection onto meshes: an existing image (project_image) or images generated per view
+    (project_texture), baked into each object's UV map."""
+
+    image: PointerProperty(  # type: ignore[valid-type]
+        name="Image", type=bpy.types.Image, description="The image to project (Project Image)")
+    camera: PointerProperty(  # type: ignore[valid-type]
+        name="Camera", type=bpy.types.Object, poll=_is_camera,
+        description="Project Image: the camera the image was seen from; empty: the scene's camera")
+    uv_map: StringProperty(  # type: ignore[valid-type]
+        name="UV Map", description="The UV map to bake into; empty: each object's active render UV map")
+    # Bounds wider than BakeParams allows (soft limits only), so a script asking for a size out of
+    # range gets a clear error instead of a silently clamped value.
+    texture_size: IntProperty(  # type: ignore[valid-type]
+        name="Texture Size", default=1024, min=1, soft_min=MIN_TEXTURE_SIZE, soft_max=MAX_TEXTURE_SIZE,
+        subtype="PIXEL", description="Width and height of each object's baked texture")
+    blend_exponent: FloatProperty(  # type: ignore[valid-type]
+        name="Blend Exponent", default=4.0, min=0.0, soft_max=MAX_BLEND_EXPONENT,
+        description="Where views overlap, each weighs cos(angle to the surface) to this power: "
+                    "higher favours the view facing the surface")
+    padding: IntProperty(  # type: ignore[valid-type]
+        name="Seam Padding", default=8, min=0, soft_max=MAX_PADDING, subtype="PIXEL",
+        description="Texels grown around every UV island, so no black seams show when mipmapped")
+    new_material: BoolProperty(  # type: ignore[valid-type]
+        name="New Material", default=False,
+        description="Give each object a new material '<object> Projected'; off: add the image to the Base "
+                    "Color of its material when that has a Principled BSDF")
+    unwrap: BoolProperty(  # type: ignore[valid-type]
+        name="Unwrap objects without UVs", default=False,
+        description="Smart UV Project the objects that have no UV map (else they are refused)")
+    views: EnumProperty(  # type: ignore[valid-type]
+        name="Views", default="ACTIVE",
+        items=[("ACTIVE", "Active Camera", "One view from the scene's camera"),
+               ("SELECTED", "Selected Cameras", "One view from each selected camera, in name order"),
+               ("AUTO", "Automatic", "Views evenly around the selection (temporary cameras, removed afterwards)")])
+    view_count: IntProperty(name="View Count", default=4, min=1, soft_max=MAX_VIEWS)  # type: ignore[valid-type]
+    elevation: FloatProperty(  # type: ignore[valid-type]
+        name="Elevation", default=20.0, min=-89.0, max=89.0,
+        description="Automatic views: degrees above the centre of the selection")
+    distance: FloatProperty(  # type: ignore[valid-type]
+        name="Distance", default=0.0, min=0.0, unit="LENGTH",
+        description="Automatic views: distance from the centre of the selection; 0: fit the selection in frame")
+    prompt: StringProperty(name="Prompt", description="What the projected texture shows")  # type: ignore[valid-type]
+    negative_prompt: StringProperty(name="Negative Prompt")  # type: ignore[valid-type]
+    seed: IntProperty(name="Seed", default=0, min=0, max=min(MAX_SEED, 2**31 - 1))  # type: ignore[valid-type]
+    random_seed: BoolProperty(  # type: ignore[valid-type]
+        name="Random Seed", default=True, description="Pick a new seed for every job (view k uses seed + k)")
+    steps: IntProperty(name="Steps", default=20, min=1, max=MAX_STEPS, soft_max=60)  # type: ignore[valid-type]
+    guidance: FloatProperty(name="Guidance", default=7.5, min=0.0, max=30.0, soft_max=15.0)  # type: ignore[valid-type]
+    width: IntProperty(name="Width", default=512, min=8, soft_min=MIN_SIZE, soft_max=MAX_SIZE,  # type: ignore[valid-type]
+                       step=64, subtype="PIXEL", description="Generation width of each view")
+    height: IntProperty(name="Height", default=512, min=8, soft_min=MIN_SIZE, soft_max=MAX_SIZE,  # type: ignore[valid-type]
+                        step=64, subtype="PIXEL", description="Generation height of each view")
+    depth_weight: FloatProperty(name="Depth", default=1.0, min=0.0, max=MAX_CONTROL_WEIGHT,  # type: ignore[valid-type]
+                                description="Weight of the depth ControlNet")
+    normal_weight: FloatProperty(name="Normal", default=0.0, min=0.0, max=MAX_CONTROL_WEIGHT,  # type: ignore[valid-type]
+                                 description="Weight of the normal ControlNet (0: not used)")
+    sequential: BoolProperty(  # type: ignore[valid-type]
+        name="Sequential", default=True,
+        description="Each view continues from what earlier views baked, so overlaps agree; off: independent views")
+    model: StringProperty(name="Model", description="Base model (registry name); empty: text_to_image")  # type: ignore[valid-type]
+
+    def to_bake_params(self, meshes: list[str]) -> BakeParams:
+        """Validated (task "bake"); raises backend.params.ParamError with a readable message."""
+        return BakeParams(meshes=meshes, size=self.texture_size, blend_exponent=self.blend_exponent,
+                          padding=self.padding)
+
+    def to_texture_params(self, meshes: list[str]) -> ProjectTextureParams:
+        """Validated (task "project_texture"); raises backend.params.ParamError with a readable message."""
+        return ProjectTextureParams(
+            prompt=self.prompt, meshes=meshes, negative_prompt=self.negative_prompt,
+            seed=-1 if self.random_seed else self.seed, steps=self.steps, guidance=self.guidance,
+            width=self.width, height=self.height, model=self.model.strip(), depth_weight=self.depth_weight,
+            normal_weight=self.normal_weight, sequential=self.sequential, size=self.texture_size,
+            blend_exponent=self.blend_exponent, padding=self.padding)
+
+
 class SceneDiffusionSettings(bpy.types.PropertyGroup):
     texture: PointerProperty(type=TextureSettings)  # type: ignore[valid-type]
     mesh: PointerProperty(type=MeshSettings)  # type: ignore[valid-type]
     render: PointerProperty(type=RenderSettings)  # type: ignore[valid-type]
     pbr: PointerProperty(type=PbrSettings)  # type: ignore[valid-type]
     export: PointerProperty(type=ExportSettings)  # type: ignore[valid-type]
+    project: PointerProperty(type=ProjectSettings)  # type: ignore[valid-type]
 
 
 classes = (TextureSettings, PbrSettings, ExportSettings, ControlSettings, RenderSettings, MeshSettings,
-           SceneDiffusionSettings)
+           ProjectSettings, SceneDiffusionSettings)
 
 
 def register() -> None:

@@ -6,6 +6,8 @@
     python -m backend render --passes passes.exr --prompt "a cottage" --control depth=1.0 --out DIR
     python -m backend mesh --image subject.png --out DIR
     python -m backend import-mesh --file model.glb --out DIR
+    python -m backend bake --mesh MESH.npz [--mesh ...] --views VIEWS.json --size 2048 --out DIR
+    python -m backend project-texture --mesh MESH.npz --views VIEWS.json --prompt "old bronze" --out DIR
     python -m backend models make-tiny DIR | list | check
 """
 
@@ -114,6 +116,31 @@ def build_parser() -> argparse.ArgumentParser:
     import_mesh.add_argument("--out", required=True, type=Path, help="job folder to create")
     _engine_options(import_mesh)
 
+    bake = sub.add_parser("bake", help="project images from cameras onto objects, baked into their UV maps",
+                          description=BAKE_FORMATS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _bake_options(bake)
+    _engine_options(bake)
+
+    project = sub.add_parser("project-texture", description=BAKE_FORMATS,
+                             formatter_class=argparse.RawDescriptionHelpFormatter,
+                             help="generate one image per view (depth/normal ControlNets), baked onto objects")
+    _bake_options(project)
+    project.add_argument("--prompt", required=True)
+    project.add_argument("--negative-prompt", default="")
+    project.add_argument("--seed", type=int, default=-1, help="-1: random; view k uses seed + k")
+    project.add_argument("--steps", type=int, default=20)
+    project.add_argument("--guidance", type=float, default=7.5)
+    project.add_argument("--width", type=int, default=512, help="generation width of every view")
+    project.add_argument("--height", type=int, default=512, help="generation height of every view")
+    project.add_argument("--depth-weight", type=float, default=1.0)
+    project.add_argument("--normal-weight", type=float, default=0.0,
+                         help="above 0: also a normal ControlNet (the passes need a Normal layer)")
+    project.add_argument("--independent", action="store_true",
+                         help="generate every view on its own (default: each view inpaints around what the "
+                              "views before it painted)")
+    project.add_argument("--model", default="", help="registry model name (default: role text_to_image)")
+    _engine_options(project)
+
     models = sub.add_parser("models", help="model registry tools")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     tiny = models_sub.add_parser("make-tiny", help="build tiny random-weight pipelines for tests and demos")
@@ -143,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         return _mesh(args)
     if args.command == "import-mesh":
         return _import_mesh(args)
+    if args.command in ("bake", "project-texture"):
+        return _bake(args)
     return _models(args)
 
 
@@ -280,6 +309,76 @@ def _import_mesh(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return run_in_folder("import_mesh", params.to_dict(), args)
+
+
+BAKE_FORMATS = """inputs:
+  --mesh     one object's evaluated surface (world space, UVs, corner normals) as MESH.npz:
+             see backend/geometry/bake_mesh.py
+  --views    the views file (JSON): per view a camera (camera.json object), its passes EXR
+             (Depth, Normal) and, for bake, the image to project; see backend/tasks/bake_inputs.py.
+             The files it names are relative to its folder and are copied along with it.
+outputs (in DIR/outputs/): textures/<object>.exr (RGBA float, scene-linear) and .png (sRGB);
+project-texture also views/view_NN.png (and .exr), the image generated for each view"""
+
+
+def _bake_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mesh", action="append", required=True, type=Path, metavar="MESH.npz",
+                        help="an object's mesh (repeat for several objects)")
+    parser.add_argument("--views", required=True, type=Path, metavar="VIEWS.json", help="the views file")
+    parser.add_argument("--size", type=int, default=1024, help="texture width and height in pixels")
+    parser.add_argument("--blend-exponent", type=float, default=4.0,
+                        help="view weight = cos(angle to the view) ** this: higher favours views that see a "
+                             "surface squarely")
+    parser.add_argument("--padding", type=int, default=8, help="texels of padding around each UV island")
+    parser.add_argument("--depth-tolerance", type=float, default=0.01,
+                        help="relative depth slack before a texel counts as hidden in a view")
+    parser.add_argument("--no-fill", action="store_true",
+                        help="leave texels no view saw transparent instead of filling them")
+    parser.add_argument("--out", required=True, type=Path, help="job folder to create")
+
+
+def _bake(args: argparse.Namespace) -> int:
+    from backend.params import BakeParams, ParamError, ProjectTextureParams
+    from backend.tasks.bake_inputs import referenced_files
+    from backend.tasks.context import TaskError
+
+    task = "bake" if args.command == "bake" else "project_texture"
+    meshes = [f"inputs/meshes/{index:02d}.npz" for index in range(len(args.mesh))]
+    bake_fields = dict(meshes=meshes, views="inputs/views.json", size=args.size, blend_exponent=args.blend_exponent,
+                       padding=args.padding, depth_tolerance=args.depth_tolerance, fill_unseen=not args.no_fill)
+    try:
+        missing = [str(path) for path in (*args.mesh, args.views) if not path.is_file()]
+        if missing:
+            raise ValueError(f"no such file: {', '.join(missing)}")
+        params: BakeParams | ProjectTextureParams
+        if task == "bake":
+            params = BakeParams(**bake_fields)  # type: ignore[arg-type]
+        else:
+            params = ProjectTextureParams(
+                prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps,
+                guidance=args.guidance, width=args.width, height=args.height, model=args.model,
+                depth_weight=args.depth_weight, normal_weight=args.normal_weight, sequential=not args.independent,
+                **bake_fields)  # type: ignore[arg-type]
+        files = referenced_files(args.views, images=task == "bake")
+    except (ValueError, ParamError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TaskError as exc:
+        print(f"error: {exc.message}\n{exc.hint}", file=sys.stderr)
+        return 2
+
+    def prepare(job_dir: Path) -> None:
+        for source, mesh in zip(args.mesh, meshes, strict=True):
+            (job_dir / mesh).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, job_dir / mesh)
+        inputs = job_dir / jobfolder.INPUTS
+        shutil.copy(args.views, inputs / "views.json")
+        for relative in files:  # keeping their layout: the views file names them relative to its folder
+            target = inputs / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(args.views.parent / relative, target)
+
+    return run_in_folder(task, params.to_dict(), args, prepare=prepare)
 
 
 def run_in_folder(task: str, request: dict[str, object], args: argparse.Namespace,

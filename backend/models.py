@@ -514,15 +514,22 @@ def pipeline_class(family: str, kind: str = "text_to_image") -> Any:
     return {"sd15": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}[family]
 
 
-def controlnet_pipeline_class(family: str, img2img: bool = False) -> Any:
-    """StableDiffusion[XL]ControlNet[Img2Img]Pipeline for an SD 1.5 or SDXL base model."""
+def controlnet_pipeline_class(family: str, img2img: bool = False, inpaint: bool = False) -> Any:
+    """StableDiffusion[XL]ControlNet[Img2Img|Inpaint]Pipeline for an SD 1.5 or SDXL base model."""
     from diffusers import (
         StableDiffusionControlNetImg2ImgPipeline,
+        StableDiffusionControlNetInpaintPipeline,
         StableDiffusionControlNetPipeline,
         StableDiffusionXLControlNetImg2ImgPipeline,
+        StableDiffusionXLControlNetInpaintPipeline,
         StableDiffusionXLControlNetPipeline,
     )
 
+    if img2img and inpaint:
+        raise ValueError("a ControlNet pipeline is img2img or inpaint, not both")
+    if inpaint:
+        return {"sd15": StableDiffusionControlNetInpaintPipeline,
+                "sdxl": StableDiffusionXLControlNetInpaintPipeline}[family]
     return {("sd15", False): StableDiffusionControlNetPipeline,
             ("sd15", True): StableDiffusionControlNetImg2ImgPipeline,
             ("sdxl", False): StableDiffusionXLControlNetPipeline,
@@ -609,12 +616,20 @@ class PipelineCache:
                              f"{SHAP_E_IMG2IMG_ID}) for this role in the registry.")
         return self._get(spec)
 
-    def controlnet_pipeline(self, base: ModelSpec, controls: list[ModelSpec], img2img: bool = False) -> Any:
+    def controlnet_pipeline(self, base: ModelSpec, controls: list[ModelSpec], img2img: bool = False,
+                            inpaint: bool = False) -> Any:
         """The ControlNet pipeline of ``base`` (a text_to_image model) guided by ``controls``.
 
         SD 1.5: ``StableDiffusionControlNetPipeline`` (``img2img``:
-        ``StableDiffusionControlNetImg2ImgPipeline``); SDXL: ``StableDiffusionXLControlNetPipeline``
-        (``StableDiffusionXLControlNetImg2ImgPipeline``). With one control the pipeline's
+        ``StableDiffusionControlNetImg2ImgPipeline``, ``inpaint``: ``StableDiffusionControlNetInpaintPipeline``);
+        SDXL: ``StableDiffusionXLControlNetPipeline`` (``StableDiffusionXLControlNetImg2ImgPipeline``,
+        ``StableDiffusionXLControlNetInpaintPipeline``). The inpaint pipelines take ``image`` (the start
+        image), ``mask_image`` (white: repaint) and ``control_image``. With the 4-channel UNet of an ordinary
+        text-to-image model (diffusers 0.42, checked in its source) they re-noise the start image's latents to
+        each step's noise level and blend them in outside the mask after every step, ending on the clean
+        latents there; a 9-channel inpainting UNet gets the mask and masked-image latents as extra input
+        channels instead. Either way pixels outside the mask come back through the VAE, close to but not
+        equal to the start image: paste them back where they must match exactly. With one control the pipeline's
         ``controlnet`` is that ControlNetModel (a call takes one control image and float scale,
         start and end); with several a ``MultiControlNetModel`` of them in the order given (a call
         takes lists of those, one entry per control, in the same order).
@@ -662,7 +677,7 @@ class PipelineCache:
                                 f"({_family_phrase(base.family)}): {exc.message}", exc.hint) from None
         base_pipe = self._get(base, sources.get(base.name))
         nets = [self._get(control, sources.get(control.name)) for control in controls]
-        return self._assemble(base_pipe, nets, base.family, img2img)
+        return self._assemble(base_pipe, nets, base.family, img2img, inpaint)
 
     def _family_clash(self, base: ModelSpec, control: ModelSpec, message: str, hint: str = "") -> ModelError:
         """MODEL_FAMILY for a ControlNet that cannot guide ``base``; the hint names the right roles."""
@@ -675,12 +690,12 @@ class PipelineCache:
                           f"{advice[:1].upper()}{advice[1:]}, or a base model of the family of "
                           f"'{control.name}'.")
 
-    def _assemble(self, base_pipe: Any, nets: list[Any], family: str, img2img: bool) -> Any:
+    def _assemble(self, base_pipe: Any, nets: list[Any], family: str, img2img: bool, inpaint: bool = False) -> Any:
         import inspect
 
         from diffusers import MultiControlNetModel
 
-        cls = controlnet_pipeline_class(family, img2img)
+        cls = controlnet_pipeline_class(family, img2img, inpaint)
         params = inspect.signature(cls.__init__).parameters
         # vae, text encoders, tokenizers, unet (+ safety_checker, feature_extractor, image_encoder)
         parts = {k: v for k, v in base_pipe.components.items() if k in params}

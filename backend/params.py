@@ -362,3 +362,112 @@ class ImportMeshParams:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+MIN_TEXTURE_SIZE = 16
+MAX_TEXTURE_SIZE = 4096  # a 4096 x 4096 bake holds ~17 M texels of float32 positions, normals and colours
+MAX_PADDING = 64
+MAX_BLEND_EXPONENT = 32.0
+MAX_VIEWS = 32
+
+
+@dataclass(frozen=True)
+class BakeParams:
+    """Project images from cameras onto objects and bake them into each object's UV map (task "bake").
+
+    ``meshes``: one MESH.npz per object (``backend/geometry/bake_mesh.py``), relative to the job folder.
+    ``views``: the views JSON (``backend/tasks/bake_inputs.py``), relative to the job folder.
+    ``depth_tolerance``: a texel is occluded in a view when it lies more than this fraction of its depth
+    (plus one pixel's footprint) behind the scene's depth pass there.
+    """
+
+    meshes: list[str]
+    views: str = "inputs/views.json"
+    size: int = 1024
+    blend_exponent: float = 4.0
+    padding: int = 8
+    depth_tolerance: float = 0.01
+    fill_unseen: bool = True  # island texels no view saw: filled from the nearest seen ones (else alpha 0)
+
+    def __post_init__(self) -> None:
+        check_bake(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BakeParams:
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_bake(params: Any) -> None:
+    """The bounds every projection bake shares: objects, views file, texture size, blending, padding."""
+    if not isinstance(params.meshes, list) or not params.meshes:
+        raise ParamError("no objects to bake onto: select one or more mesh objects")
+    for path in params.meshes:
+        _relative("mesh", path)
+    _relative("views", params.views)
+    if not MIN_TEXTURE_SIZE <= params.size <= MAX_TEXTURE_SIZE:
+        raise ParamError(f"texture size must be between {MIN_TEXTURE_SIZE} and {MAX_TEXTURE_SIZE} pixels, "
+                         f"got {params.size}")
+    if not 0.0 <= params.blend_exponent <= MAX_BLEND_EXPONENT:
+        raise ParamError(f"blend exponent must be between 0 and {MAX_BLEND_EXPONENT:g}, got {params.blend_exponent}")
+    if not 0 <= params.padding <= MAX_PADDING:
+        raise ParamError(f"seam padding must be between 0 and {MAX_PADDING} pixels, got {params.padding}")
+    if not 0.0 < params.depth_tolerance <= 1.0:
+        raise ParamError(f"depth tolerance must be above 0 and at most 1, got {params.depth_tolerance}")
+
+
+@dataclass(frozen=True)
+class ProjectTextureParams:
+    """Generate one image per view with depth (and optionally normal) ControlNets, then bake them onto the
+    objects like BakeParams (task "project_texture"). The views carry passes, no images.
+
+    ``sequential``: after the first view, each view starts from the texture baked so far rendered into it;
+    pixels showing texels an earlier view saw are kept and the rest is inpainted, so the views agree where
+    they overlap. Off: every view is generated on its own from its passes.
+    """
+
+    prompt: str
+    meshes: list[str]
+    views: str = "inputs/views.json"
+    negative_prompt: str = ""
+    seed: int = -1  # -1: random; view k uses seed + k (recorded in job.json)
+    steps: int = 20
+    guidance: float = 7.5
+    width: int = 512  # generation size of every view
+    height: int = 512
+    model: str = ""
+    depth_weight: float = 1.0
+    normal_weight: float = 0.0  # above 0: also a normal ControlNet (the views' passes need a normal layer)
+    normal_encoding: str = "bae"
+    sequential: bool = True
+    preview_every: int = 2
+    size: int = 1024
+    blend_exponent: float = 4.0
+    padding: int = 8
+    depth_tolerance: float = 0.01
+    fill_unseen: bool = True
+
+    def __post_init__(self) -> None:
+        check_generation(self, "describe the texture to project")
+        check_bake(self)
+        for name in ("depth_weight", "normal_weight"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= MAX_CONTROL_WEIGHT:
+                raise ParamError(f"{name} must be between 0 and {MAX_CONTROL_WEIGHT:g}, got {value}")
+        if self.depth_weight == 0 and self.normal_weight == 0:
+            raise ParamError("give the depth or the normal control a weight above 0")
+        if self.preview_every < 0:
+            raise ParamError("preview_every must be 0 (no previews) or a positive step interval")
+
+    def bake_params(self) -> BakeParams:
+        return BakeParams(meshes=self.meshes, views=self.views, size=self.size, blend_exponent=self.blend_exponent,
+                          padding=self.padding, depth_tolerance=self.depth_tolerance, fill_unseen=self.fill_unseen)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProjectTextureParams:
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -32,6 +32,7 @@ Conventions
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -80,6 +81,8 @@ class Surface:
     raster: UVRaster
     positions: np.ndarray  # 3 x N float32 (rows x, y, z: one array per axis keeps every step element-wise)
     normals: np.ndarray  # 3 x N float32, unit length
+    corner_positions: np.ndarray  # T x 3 x 3 float32: the mesh's triangles, for culling whole triangles
+    corner_normals: np.ndarray  # T x 3 x 3 float32
 
 
 @dataclass
@@ -98,11 +101,12 @@ class BakeResult:
 
 def surface(mesh: BakeMesh, size: int) -> Surface:
     raster = rasterize_uv(mesh.uvs, size)
-    positions = _interpolate(raster, mesh.corner_positions)
-    normals = _interpolate(raster, mesh.normals)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        positions, normals = pool.map(lambda corners: _interpolate(raster, corners), (mesh.corner_positions,
+                                                                                      mesh.normals))
     length = np.sqrt(normals[0] * normals[0] + normals[1] * normals[1] + normals[2] * normals[2])
     normals /= np.maximum(length, np.float32(1e-12))
-    return Surface(raster, positions, normals)
+    return Surface(raster, positions, normals, mesh.corner_positions, mesh.normals)
 
 
 def _interpolate(raster: UVRaster, corners: np.ndarray) -> np.ndarray:
@@ -126,12 +130,37 @@ def _depth_corners(depth: np.ndarray) -> np.ndarray:
                       cv2.dilate(z, kernel, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)])
 
 
+def _culled(surf: Surface, camera: CameraInfo) -> np.ndarray:
+    """T bool: triangles that certainly show the camera nothing - every corner beyond one side of the frame
+    or of the clip range, or back-facing everywhere. Both tests are exact for a whole triangle: planar depth
+    and the frame's edges are affine over it, and with interpolated normals the sign of n(b) . (C - p(b)) is
+    a sum of b_i b_j n_i . (C - p_j) with b >= 0, negative when all nine terms are."""
+    corners = surf.corner_positions.reshape(-1, 3).T
+    proj = project(camera, corners)
+    fx, fy, depth = (a.reshape(-1, 3) for a in (proj.fx, proj.fy, proj.depth))
+    culled = (depth < camera.clip_start).all(axis=1) | (depth > camera.clip_end).all(axis=1)
+    in_front = (depth > 1e-9).all(axis=1)  # a corner behind a perspective camera flips its projection
+    culled |= in_front & ((fx < 0).all(axis=1) | (fx > 1).all(axis=1) | (fy < 0).all(axis=1) | (fy > 1).all(axis=1))
+    normals = surf.corner_normals
+    if camera.type == "ORTHO":
+        back = camera.rotation()[:, 2].astype(np.float32)
+        culled |= (normals @ back < 0).all(axis=1)
+    else:
+        toward = camera.location().astype(np.float32) - surf.corner_positions  # T x 3 (corner j) x 3
+        terms = np.einsum("tic,tjc->tij", normals, toward)  # n_i . (C - p_j)
+        culled |= (terms < 0).all(axis=(1, 2))
+    return culled
+
+
 def _candidates(surf: Surface, camera: CameraInfo) -> tuple[np.ndarray, Projection, np.ndarray]:
     """Texels in the frame and clip range and facing the camera: (their indices, projection, cosine)."""
-    projection = project(camera, surf.positions)
-    cosine = facing(camera, surf.positions, surf.normals)
-    index = np.flatnonzero(projection.in_frame & (cosine > 0.0))
-    return index, projection.subset(index), cosine[index]
+    keep = ~_culled(surf, camera)
+    index = np.flatnonzero(keep[surf.raster.triangles]) if not keep.all() else np.arange(surf.positions.shape[1])
+    positions, normals = surf.positions[:, index], surf.normals[:, index]
+    projection = project(camera, positions)
+    cosine = facing(camera, positions, normals)
+    live = np.flatnonzero(projection.in_frame & (cosine > 0.0))
+    return index[live], projection.subset(live), cosine[live]
 
 
 def view_samples(surf: Surface, view: BakeView, settings: BakeSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -179,12 +208,14 @@ def bake_surface(surf: Surface, views: Sequence[BakeView], settings: BakeSetting
     total = np.zeros((3, count), dtype=np.float32)  # per channel: contiguous rows for the scatter-adds
     weights = np.zeros(count, dtype=np.float32)
     view_texels = []
-    for view in views:
-        index, colour, weight = view_samples(surf, view, settings)
-        for channel in range(3):  # a view lists each texel once: no repeated indices
-            total[channel, index] += colour[:, channel] * weight
-        weights[index] += weight
-        view_texels.append(int(np.count_nonzero(weight)))
+    # Views are independent and numpy / OpenCV release the GIL: sample two at a time, add up in order.
+    with ThreadPoolExecutor(max_workers=min(2, max(1, len(views)))) as pool:
+        samples = pool.map(lambda view: view_samples(surf, view, settings), views)
+        for index, colour, weight in samples:
+            for channel in range(3):  # a view lists each texel once: no repeated indices
+                total[channel, index] += colour[:, channel] * weight
+            weights[index] += weight
+            view_texels.append(int(np.count_nonzero(weight)))
     seen_texels = weights > 0
     inverse = np.zeros(count, dtype=np.float32)
     np.divide(1.0, weights, out=inverse, where=seen_texels)

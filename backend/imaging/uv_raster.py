@@ -13,6 +13,7 @@ covered texels are ever generated, so the work is proportional to the output.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,19 +73,20 @@ def rasterize_uv(uvs: np.ndarray, size: int) -> UVRaster:
     d2 = -(a2 * x[:, 0] + c2 * y[:, 0])
 
     owner = np.full(size * size, -1, dtype=np.int32)
-    pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     heights = np.where(counts > 0, np.maximum(y1 - y0 + 1, 0), 0)
+    # Chunks of triangles with a bounded number of (triangle, row) spans, two at a time on two threads
+    # (numpy releases the GIL); owners are assigned in chunk order, so the result does not depend on timing.
     live_rows = np.cumsum(heights)
-    start = 0
-    while start < len(heights):
-        # Chunks of triangles with a bounded number of (triangle, row) spans.
-        base = live_rows[start - 1] if start else 0
-        stop = max(start + 1, int(np.searchsorted(live_rows, base + _CHUNK_SPANS, side="right")))
-        piece = _spans(np.arange(start, stop), heights[start:stop], y0, x0, x1, (a1, c1, d1), (a2, c2, d2), size)
-        start = stop
-        if piece is not None:
-            owner[piece[0]] = piece[1]  # overlapping triangles: the last written owns the texel
-            pieces.append(piece)
+    chunk = max(1, min(_CHUNK_SPANS, int(live_rows[-1]) // 2 + 1)) if len(live_rows) else 1
+    cuts = np.unique(np.searchsorted(live_rows, np.arange(chunk, int(live_rows[-1]) + chunk, chunk),
+                                     side="right")) if len(live_rows) else np.zeros(0, np.int64)
+    ranges = list(zip(np.concatenate([[0], cuts[:-1]]), cuts, strict=True))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        found = pool.map(lambda r: _spans(np.arange(r[0], r[1]), heights[r[0]:r[1]], y0, x0, x1,
+                                          (a1, c1, d1), (a2, c2, d2), size), ranges)
+        pieces = [piece for piece in found if piece is not None]
+    for piece in pieces:
+        owner[piece[0]] = piece[1]  # overlapping triangles: the last written owns the texel
     if not pieces:
         empty = np.zeros(0, dtype=np.int64)
         return UVRaster(size, empty, np.zeros(0, np.int32), np.zeros((0, 3), np.float32))

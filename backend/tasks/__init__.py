@@ -18,6 +18,8 @@ TASKS = {
     "render": "backend.tasks.render",
     "mesh": "backend.tasks.mesh",
     "import_mesh": "backend.tasks.import_mesh",
+    "bake": "backend.tasks.bake",
+    "project_texture": "backend.tasks.project_texture",
 }
 
 

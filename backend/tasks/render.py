@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
@@ -63,23 +64,33 @@ def load_camera(ctx: JobContext, params: RenderParams) -> CameraInfo:
 def conditioning(ctx: JobContext, params: RenderParams, controls: list[ControlParams],
                  passes: ScenePasses) -> dict[str, np.ndarray]:
     """Control kind -> H x W (x 3) image in [0, 1], at the output size."""
+    return control_images(passes, [c.kind for c in controls], lambda: load_camera(ctx, params), params.width,
+                          params.height, params.normal_encoding, params.canny_low, params.canny_high)
+
+
+def control_images(passes: ScenePasses, kinds: Sequence[str], camera: Callable[[], CameraInfo], width: int,
+                   height: int, normal_encoding: str = "bae", canny_low: int = 100,
+                   canny_high: int = 200) -> dict[str, np.ndarray]:
+    """Control kind ("depth", "normal", "canny") -> H x W (x 3) image in [0, 1], stretched to width x height.
+
+    The passes must hold what each kind reads (``NEEDS``); ``camera`` is called only for the normal control
+    (normals go to the camera's space). A pass that cannot be converted is a TaskError."""
     images: dict[str, np.ndarray] = {}
     mask = background_mask(passes.depth) if passes.depth is not None else None
-    for control in controls:
+    for kind in kinds:
         try:
-            if control.kind == "depth":
+            if kind == "depth":
                 assert passes.depth is not None
                 images["depth"] = depth_to_control(passes.depth, mask)
-            elif control.kind == "normal":
+            elif kind == "normal":
                 assert passes.normal is not None
-                images["normal"] = normals_to_control(passes.normal, load_camera(ctx, params), params.normal_encoding,
-                                                      mask)
+                images["normal"] = normals_to_control(passes.normal, camera(), normal_encoding, mask)
             else:
                 assert passes.combined is not None
-                images["canny"] = canny_edges(passes.combined, params.canny_low, params.canny_high)
+                images["canny"] = canny_edges(passes.combined, canny_low, canny_high)
         except PassError as exc:
             raise TaskError(protocol.INVALID_PARAMS, str(exc)) from None
-    return {kind: _resized(image, params.width, params.height) for kind, image in images.items()}
+    return {kind: _resized(image, width, height) for kind, image in images.items()}
 
 
 def _resized(image: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -1,0 +1,187 @@
+"""Projection onto meshes, baked into their UV maps: an existing image from a camera
+(scene_diffusion.project_image), or images generated per view with ControlNets
+(scene_diffusion.project_texture). Settings: ``scene.scene_diffusion.project``."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import bpy
+
+from ..addon import bake_export, project_result, service
+from ..addon.passes import PassRenderError
+from ..addon.supervisor import Job
+from ..backend.params import MAX_VIEWS, ParamError
+from . import job_report
+
+if TYPE_CHECKING:
+    from bpy.stub_internal.rna_enums import OperatorReturnItems
+
+
+_EXPORT_ERRORS = (PassRenderError, ValueError, OSError)
+
+
+class _Refused(Exception):
+    """Bad input found before anything changed; the message is the operator's error report."""
+
+
+def _meshes(context: bpy.types.Context, also_fine: tuple[str, ...] = ()) -> tuple[list[Any], list[str]]:
+    """Selected mesh objects, in selection order, and the names of the other selected objects, skipped
+    (``also_fine``: object types used otherwise, not worth a note)."""
+    selected = list(context.selected_objects)
+    meshes = [o for o in selected if o.type == "MESH"]
+    skipped = [o.name for o in selected if o.type != "MESH" and o.type not in also_fine]
+    if not meshes:
+        raise _Refused("Select one or more mesh objects to project onto"
+                       + (f" ({', '.join(skipped)}: not meshes)" if skipped else ""))
+    return meshes, skipped
+
+
+def _targets(meshes: list[Any], settings: Any) -> list[bake_export.BakeTarget]:
+    try:
+        return bake_export.plan_targets(meshes, settings.uv_map.strip(), settings.unwrap)
+    except bake_export.BakeExportError as exc:
+        raise _Refused(str(exc)) from None
+
+
+def _island_margin(settings: Any) -> float:
+    """Smart UV Project's margin (UV units) leaving room for the seam padding on both sides of a seam."""
+    return min(0.1, max(0.005, 2.0 * settings.padding / max(settings.texture_size, 1)))
+
+
+def _export(context: bpy.types.Context, job_dir: Path, targets: list[bake_export.BakeTarget], settings: Any,
+            render_views: Any) -> None:
+    """Views first (they do not need UVs), then the unwrap (the first change to the scene), then the meshes."""
+    render_views()
+    bake_export.unwrap_targets(context, targets, _island_margin(settings))
+    bake_export.export_meshes(context, targets, job_dir)
+
+
+def _skipped_note(op: bpy.types.Operator, skipped: list[str]) -> None:
+    if skipped:
+        op.report({"INFO"}, f"Not meshes, left as they are: {', '.join(skipped)}")
+
+
+def _report_warnings(op: bpy.types.Operator, job: Job) -> None:
+    applied = job.applied
+    if job.finished and isinstance(applied, project_result.ProjectApplied):
+        for warning in applied.warnings:
+            op.report({"WARNING"}, warning)
+
+
+def _projected(job: Job) -> str:
+    applied: project_result.ProjectApplied = job.applied
+    seen = ", ".join(f"{name} {100 * applied.seen.get(name, 0.0):.0f}% seen" for name in applied.objects)
+    seed = f"seed {job.result.info['seed']}, " if job.result is not None and "seed" in job.result.info else ""
+    return f"Projected onto {seen or 'no object'} ({seed}{job.job_dir.name})"
+
+
+class SCENE_DIFFUSION_OT_project_image(bpy.types.Operator):
+    """Project an image from a camera onto the selected meshes and bake it into their UV maps"""
+
+    bl_idname = "scene_diffusion.project_image"
+    bl_label = "Project Image"
+    bl_options = {"REGISTER"}  # the result gets its own undo step when it lands
+
+    def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        scene: Any = context.scene
+        settings = scene.scene_diffusion.project
+        try:
+            meshes, skipped = _meshes(context)
+            camera = settings.camera or scene.camera
+            if camera is None or camera.type != "CAMERA":
+                raise _Refused("No camera to project from: choose one in the Project panel, or give the scene an "
+                               "active camera (Ctrl+Numpad 0)")
+            if settings.image is None:
+                raise _Refused("Choose an image to project (Image in the Project panel)")
+            params = settings.to_bake_params(bake_export.mesh_paths(len(meshes)))
+            targets = _targets(meshes, settings)
+        except (_Refused, ParamError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        job_dir = service.new_job_folder("bake")
+        width, height = bake_export.render_size(scene)
+        try:
+            _export(context, job_dir, targets, settings, lambda: bake_export.export_views(
+                scene, job_dir / "inputs", [camera], width, height, image=settings.image))
+        except _EXPORT_ERRORS as exc:  # ImageDataError and BakeExportError are ValueErrors
+            service.discard_job_folder(job_dir)
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        on_result = project_result.applier([(t.name, t.uv_map) for t in targets], settings.new_material)
+        job = service.submit("bake", params.to_dict(), on_result=on_result, job_dir=job_dir)
+        _skipped_note(self, skipped)
+        ended = job_report.finish(self, job, _projected)
+        _report_warnings(self, job)
+        return ended
+
+
+class SCENE_DIFFUSION_OT_project_texture(bpy.types.Operator):
+    """Generate a texture from the prompt in one or more views with depth ControlNets, project it onto
+    the selected meshes and bake it into their UV maps"""
+
+    bl_idname = "scene_diffusion.project_texture"
+    bl_label = "Project Texture"
+    bl_options = {"REGISTER"}  # the result gets its own undo step when it lands
+
+    def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        scene: Any = context.scene
+        settings = scene.scene_diffusion.project
+        try:
+            meshes, skipped = _meshes(context, also_fine=("CAMERA",) if settings.views == "SELECTED" else ())
+            cameras = self._cameras(context, settings)
+            params = settings.to_texture_params(bake_export.mesh_paths(len(meshes)))
+            targets = _targets(meshes, settings)
+        except (_Refused, ParamError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        job_dir = service.new_job_folder("project_texture")
+        view_names: list[str] = []
+
+        def render_views() -> None:
+            views = (bake_export.auto_cameras(scene, meshes, settings.view_count, settings.elevation,
+                                              settings.distance, params.width, params.height)
+                     if settings.views == "AUTO" else nullcontext(cameras))
+            with views as chosen:  # temporary cameras are removed here, whatever happens
+                view_names.extend(c.name for c in chosen)
+                bake_export.export_views(scene, job_dir / "inputs", chosen, params.width, params.height)
+
+        try:
+            _export(context, job_dir, targets, settings, render_views)
+        except _EXPORT_ERRORS as exc:  # ImageDataError and BakeExportError are ValueErrors
+            service.discard_job_folder(job_dir)
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        on_result = project_result.applier([(t.name, t.uv_map) for t in targets], settings.new_material,
+                                           view_names, params.prompt)
+        job = service.submit("project_texture", params.to_dict(), on_result=on_result, job_dir=job_dir)
+        _skipped_note(self, skipped)
+        ended = job_report.finish(self, job, _projected)
+        _report_warnings(self, job)
+        return ended
+
+    @staticmethod
+    def _cameras(context: bpy.types.Context, settings: Any) -> list[Any]:
+        """The view cameras (none for AUTO: they are made at export time)."""
+        scene: Any = context.scene
+        if settings.views == "ACTIVE":
+            if scene.camera is None:
+                raise _Refused("The scene has no active camera: add one and make it active (Ctrl+Numpad 0), "
+                               "or choose Selected Cameras or Automatic views")
+            return [scene.camera]
+        count = settings.view_count
+        if settings.views == "SELECTED":
+            cameras = sorted((o for o in context.selected_objects if o.type == "CAMERA"), key=lambda o: o.name)
+            if not cameras:
+                raise _Refused("No camera is selected: select the cameras to project from along with the meshes")
+            count = len(cameras)
+        else:
+            cameras = []
+        if count > MAX_VIEWS:
+            raise _Refused(f"{count} views is too many: at most {MAX_VIEWS}")
+        return cameras
+
+
+classes = (SCENE_DIFFUSION_OT_project_image, SCENE_DIFFUSION_OT_project_texture)
