@@ -180,7 +180,7 @@ def main() -> int:
     mesh_settings.source, mesh_settings.image = "IMAGE", bpy.data.images["Diffusion Render"]
     mesh_settings.steps, mesh_settings.random_seed, mesh_settings.seed = (4 if tiny else 64), False, 5
     mesh_settings.frame_size, mesh_settings.target_size = (32 if tiny else 128), 1.2
-    scene.cursor.location = (0.6, 2.4, 0.0)
+    scene.cursor.location = (-0.2, 3.2, 0.0)  # clear of the ball, so the projection views see the mesh
     before = set(bpy.data.objects.keys())
     t0 = time.monotonic()
     bpy.ops.scene_diffusion.image_to_mesh()
@@ -191,7 +191,7 @@ def main() -> int:
     # from the texture baked so far (sequential), projected and baked into a new Smart-UV map.
     project = scene.scene_diffusion.project
     project.prompt = "glazed ceramic figure, hand-painted blue and white pattern, studio photograph"
-    project.views, project.view_count, project.elevation, project.sequential = "AUTO", 4, 20.0, True
+    project.views, project.view_count, project.elevation, project.sequential = "AUTO", 4, 30.0, True
     project.width = project.height = 64 if tiny else 512
     project.texture_size = 256 if tiny else 1024
     project.steps, project.random_seed, project.seed = steps, False, 21
@@ -207,7 +207,8 @@ def main() -> int:
     project_outputs = project_job.result.outputs
     shutil.copy(project_job.job_dir / project_outputs["texture_0_png"], OUT / "projection_texture.png")
     shutil.copy(project_job.job_dir / project_outputs["texture_0"], OUT / "projection_texture.exr")
-    view_pngs = [project_job.job_dir / project_outputs[k] for k in sorted(project_outputs) if k.startswith("view_")]
+    view_pngs = [project_job.job_dir / project_outputs[k] for k in sorted(project_outputs)
+                 if k.startswith("view_") and not k.endswith("_exr")]
     side_by_side([*view_pngs, OUT / "projection_texture.png"], OUT / "projection_strip.png")
 
     scene.render.engine = "CYCLES"

@@ -31,7 +31,7 @@ Conventions
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -47,6 +47,7 @@ from backend.params import MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE
 
 EDGE_WEIGHT = 1e-3  # weight factor of samples that straddle a depth discontinuity
 BORDER_FEATHER = 0.02  # fraction of the frame over which a view's weight ramps up from its edges
+CHUNK = 1 << 18  # texels handled at once: every temporary array of a chunk stays in the CPU caches
 
 
 class BakeError(ValueError):
@@ -101,23 +102,36 @@ class BakeResult:
 
 def surface(mesh: BakeMesh, size: int) -> Surface:
     raster = rasterize_uv(mesh.uvs, size)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        positions, normals = pool.map(lambda corners: _interpolate(raster, corners), (mesh.corner_positions,
-                                                                                      mesh.normals))
-    length = np.sqrt(normals[0] * normals[0] + normals[1] * normals[1] + normals[2] * normals[2])
-    normals /= np.maximum(length, np.float32(1e-12))
+    count = len(raster.triangles)
+    positions = np.empty((3, count), dtype=np.float32)
+    normals = np.empty((3, count), dtype=np.float32)
+    corner_positions = [[np.ascontiguousarray(mesh.corner_positions[:, k, axis]) for axis in range(3)]
+                        for k in range(3)]
+    corner_normals = [[np.ascontiguousarray(mesh.normals[:, k, axis]) for axis in range(3)] for k in range(3)]
+
+    def fill(first: int) -> None:
+        part = slice(first, min(first + CHUNK, count))
+        triangles, bary = raster.triangles[part], raster.bary[part]
+        weights = [np.ascontiguousarray(bary[:, k]) for k in range(3)]
+        for out, corners in ((positions, corner_positions), (normals, corner_normals)):
+            for axis in range(3):  # barycentric interpolation: exact on a flat triangle
+                out[axis, part] = sum(np.take(corners[k][axis], triangles) * weights[k] for k in range(3))
+        n = normals[:, part]
+        n /= np.maximum(np.sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]), np.float32(1e-12))
+
+    _in_chunks(fill, count)
     return Surface(raster, positions, normals, mesh.corner_positions, mesh.normals)
 
 
-def _interpolate(raster: UVRaster, corners: np.ndarray) -> np.ndarray:
-    """T x 3 x 3 corner vectors -> 3 x N at the texel centres (barycentric: exact on a flat triangle)."""
-    out = np.zeros((3, len(raster.triangles)), dtype=np.float32)
-    weights = [np.ascontiguousarray(raster.bary[:, k]) for k in range(3)]
-    for axis in range(3):
-        for k in range(3):
-            out[axis] += np.take(np.ascontiguousarray(corners[:, k, axis], dtype=np.float32),
-                                 raster.triangles) * weights[k]
-    return out
+def _in_chunks(work: Callable[[int], object], count: int) -> list[object]:
+    """``work(first)`` for first = 0, CHUNK, 2 CHUNK, ... < count, on two threads (numpy and OpenCV release the
+    GIL). Chunks of texels small enough to stay in the CPU caches make every element-wise step run at cache
+    speed instead of memory speed; each chunk writes only its own slice of the outputs."""
+    starts = range(0, count, CHUNK)
+    if len(starts) <= 1:
+        return [work(first) for first in starts]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(work, starts))
 
 
 def _depth_corners(depth: np.ndarray) -> np.ndarray:
@@ -147,36 +161,55 @@ def _culled(surf: Surface, camera: CameraInfo) -> np.ndarray:
         culled |= (normals @ back < 0).all(axis=1)
     else:
         toward = camera.location().astype(np.float32) - surf.corner_positions  # T x 3 (corner j) x 3
-        terms = np.einsum("tic,tjc->tij", normals, toward)  # n_i . (C - p_j)
+        terms = np.matmul(normals, toward.transpose(0, 2, 1))  # [t, i, j] = n_i . (C - p_j)
         culled |= (terms < 0).all(axis=(1, 2))
     return culled
 
 
-def _candidates(surf: Surface, camera: CameraInfo) -> tuple[np.ndarray, Projection, np.ndarray]:
-    """Texels in the frame and clip range and facing the camera: (their indices, projection, cosine)."""
-    keep = ~_culled(surf, camera)
-    index = np.flatnonzero(keep[surf.raster.triangles]) if not keep.all() else np.arange(surf.positions.shape[1])
-    positions, normals = surf.positions[:, index], surf.normals[:, index]
+@dataclass
+class _PreparedView:
+    """What every chunk of texels reads of one view, computed once."""
+
+    view: BakeView
+    image: np.ndarray  # H x W x 3|4 float32, contiguous
+    keep: np.ndarray  # T bool: triangles not culled
+    corners: np.ndarray | None  # the depth pass's 2 x 2 minimum and maximum (see _depth_corners)
+
+
+def _prepare(surf: Surface, view: BakeView) -> _PreparedView:
+    image = np.ascontiguousarray(view.image, dtype=np.float32)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise BakeError(f"view '{view.name}': the image must be H x W x 3 or 4, got shape {image.shape}")
+    corners = _depth_corners(view.depth) if view.depth is not None else None
+    return _PreparedView(view, image, ~_culled(surf, view.camera), corners)
+
+
+def _candidates(surf: Surface, camera: CameraInfo, keep: np.ndarray,
+                part: slice) -> tuple[np.ndarray, Projection, np.ndarray]:
+    """Texels of ``part`` in the frame and clip range and facing the camera: (their indices within the part,
+    projection, cosine). ``keep``: the triangles _culled did not rule out."""
+    index = np.flatnonzero(keep[surf.raster.triangles[part]])
+    positions, normals = surf.positions[:, part][:, index], surf.normals[:, part][:, index]
     projection = project(camera, positions)
     cosine = facing(camera, positions, normals)
     live = np.flatnonzero(projection.in_frame & (cosine > 0.0))
     return index[live], projection.subset(live), cosine[live]
 
 
-def view_samples(surf: Surface, view: BakeView, settings: BakeSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One view over the surface's texels: (indices of the texels it sees, their colour K x 3, weight K > 0)."""
-    image = np.asarray(view.image, dtype=np.float32)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise BakeError(f"view '{view.name}': the image must be H x W x 3 or 4, got shape {image.shape}")
-    index, proj, cosine = _candidates(surf, view.camera)
+def _samples(surf: Surface, prepared: _PreparedView, settings: BakeSettings,
+             part: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One view over the texels of ``part``: (indices within the part of the texels it sees, their colour
+    K x 3, their weight K > 0)."""
+    view = prepared.view
+    index, proj, cosine = _candidates(surf, view.camera, prepared.keep, part)
     weight = np.minimum(cosine, np.float32(1.0))
     if settings.blend_exponent != 1.0:
         weight **= np.float32(settings.blend_exponent)
     straddles = np.zeros(len(index), dtype=bool)
-    if view.depth is not None:
+    if view.depth is not None and prepared.corners is not None:
         z = sample(view.depth, proj, cv2.INTER_NEAREST)
         # Nearest at half a pixel up-left = the top-left pixel of the 2 x 2 block a bilinear sample reads.
-        z_min, z_max = sample(_depth_corners(view.depth), proj, cv2.INTER_NEAREST, shift=-0.5).T
+        z_min, z_max = sample(prepared.corners, proj, cv2.INTER_NEAREST, shift=-0.5).T
         allowed = slack(proj, cosine, settings.depth_tolerance)
         # Block pixels nearer or farther than the slack: a bilinear sample there mixes two surfaces.
         straddles = (z_min < proj.depth - 2 * allowed) | (z_max > proj.depth + 2 * allowed)
@@ -188,13 +221,18 @@ def view_samples(surf: Surface, view: BakeView, settings: BakeSettings) -> tuple
     weight *= np.clip(border * np.float32(1.0 / BORDER_FEATHER), EDGE_WEIGHT, 1.0)
     live = np.flatnonzero(weight > 0)
     index, proj, weight, straddles = index[live], proj.subset(live), weight[live], straddles[live]
-    values = sample(image, proj)
+    values = sample(prepared.image, proj)
     edge = np.flatnonzero(straddles)
     if len(edge):  # the nearest pixel passed the depth test: it shows this surface, its neighbours may not
-        values[edge] = sample(image, proj.subset(edge), cv2.INTER_NEAREST)
-    if image.shape[2] == 4:
+        values[edge] = sample(prepared.image, proj.subset(edge), cv2.INTER_NEAREST)
+    if prepared.image.shape[2] == 4:
         weight = weight * np.clip(values[:, 3], 0.0, 1.0)
     return index, values[:, :3], weight
+
+
+def view_samples(surf: Surface, view: BakeView, settings: BakeSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One view over all the surface's texels: (indices of the texels it sees, their colour K x 3, weight K > 0)."""
+    return _samples(surf, _prepare(surf, view), settings, slice(0, surf.positions.shape[1]))
 
 
 def bake(mesh: BakeMesh, views: Sequence[BakeView], settings: BakeSettings) -> BakeResult:
@@ -205,24 +243,34 @@ def bake(mesh: BakeMesh, views: Sequence[BakeView], settings: BakeSettings) -> B
 def bake_surface(surf: Surface, views: Sequence[BakeView], settings: BakeSettings) -> BakeResult:
     size = settings.size
     count = surf.positions.shape[1]
-    total = np.zeros((3, count), dtype=np.float32)  # per channel: contiguous rows for the scatter-adds
-    weights = np.zeros(count, dtype=np.float32)
-    view_texels = []
-    # Views are independent and numpy / OpenCV release the GIL: sample two at a time, add up in order.
-    with ThreadPoolExecutor(max_workers=min(2, max(1, len(views)))) as pool:
-        samples = pool.map(lambda view: view_samples(surf, view, settings), views)
-        for index, colour, weight in samples:
-            for channel in range(3):  # a view lists each texel once: no repeated indices
-                total[channel, index] += colour[:, channel] * weight
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        prepared = list(pool.map(lambda view: _prepare(surf, view), views))
+    colour_texels = np.zeros((count, 3), dtype=np.float32)
+    seen_texels = np.zeros(count, dtype=bool)
+
+    def blend(first: int) -> list[int]:
+        """All views over one chunk of texels: their weighted average, written into the chunk's slice."""
+        part = slice(first, min(first + CHUNK, count))
+        size_of = part.stop - part.start
+        total = np.zeros((size_of, 3), dtype=np.float32)
+        weights = np.zeros(size_of, dtype=np.float32)
+        used = []
+        for view in prepared:
+            index, colour, weight = _samples(surf, view, settings, part)
+            total[index] += colour * weight[:, None]  # a view lists each texel once: no repeated indices
             weights[index] += weight
-            view_texels.append(int(np.count_nonzero(weight)))
-    seen_texels = weights > 0
-    inverse = np.zeros(count, dtype=np.float32)
-    np.divide(1.0, weights, out=inverse, where=seen_texels)
+            used.append(len(index))
+        seen = weights > 0
+        np.divide(total, weights[:, None], out=colour_texels[part], where=seen[:, None])
+        seen_texels[part] = seen
+        return used
+
+    per_chunk = _in_chunks(blend, count)
+    view_texels = [int(sum(used[k] for used in per_chunk)) for k in range(len(views))]  # type: ignore[index]
 
     flat = surf.raster.texels
     colour = np.zeros((size * size, 3), dtype=np.float32)
-    colour[flat] = (total * inverse).T
+    colour[flat] = colour_texels
     colour = colour.reshape(size, size, 3)
     island = surf.raster.mask()
     seen = np.zeros(size * size, dtype=bool)
@@ -250,7 +298,8 @@ def render_into_view(mesh: BakeMesh, result: BakeResult, view: BakeView, width: 
     dense as the image covers every pixel); pixels left empty inside a covered area take the average of
     their neighbours when most of them are covered."""
     surf = result.surface if result.surface is not None else surface(mesh, result.texture.shape[0])
-    index, proj, cosine = _candidates(surf, view.camera)
+    index, proj, cosine = _candidates(surf, view.camera, ~_culled(surf, view.camera),
+                                      slice(0, surf.positions.shape[1]))
     if view.depth is not None:
         z = sample(view.depth, proj, cv2.INTER_NEAREST)
         live = np.flatnonzero(np.abs(proj.depth - z) <= slack(proj, cosine, depth_tolerance))

@@ -25,7 +25,7 @@ _INSIDE_EPS = -1e-6  # barycentric slack: centres on a shared edge belong to bot
 @dataclass
 class UVRaster:
     size: int
-    texels: np.ndarray  # N int64: flat texel index, row * size + col (row 0 at the top)
+    texels: np.ndarray  # N int32: flat texel index, row * size + col (row 0 at the top)
     triangles: np.ndarray  # N int32: the triangle owning each texel
     bary: np.ndarray  # N x 3 float32: barycentric weights of the texel centre on that triangle's corners
 
@@ -88,12 +88,14 @@ def rasterize_uv(uvs: np.ndarray, size: int) -> UVRaster:
     for piece in pieces:
         owner[piece[0]] = piece[1]  # overlapping triangles: the last written owns the texel
     if not pieces:
-        empty = np.zeros(0, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int32)
         return UVRaster(size, empty, np.zeros(0, np.int32), np.zeros((0, 3), np.float32))
     flat = np.concatenate([p[0] for p in pieces])
     tri = np.concatenate([p[1] for p in pieces])
     bary = np.concatenate([p[2] for p in pieces])
     keep = owner[flat] == tri  # one entry per texel: its owner's
+    if keep.all():  # no texel centre on two triangles (the usual case): nothing to drop
+        return UVRaster(size, flat, tri, bary)
     return UVRaster(size, flat[keep], tri[keep], bary[keep])
 
 
@@ -122,20 +124,19 @@ def _spans(tris: np.ndarray, heights: np.ndarray, y0: np.ndarray, x0: np.ndarray
             high = np.where(slope < 0, np.minimum(high, bound), high)
             flat_out = (slope == 0) & (offset < _INSIDE_EPS)
             high = np.where(flat_out, -1.0, high)
-    first = np.ceil(low - 1e-9).astype(np.int64)
-    last = np.floor(high + 1e-9).astype(np.int64)
-    count = np.maximum(last - first + 1, 0)
+    first = np.ceil(low - 1e-9).astype(np.int32)
+    count = np.maximum(np.floor(high + 1e-9).astype(np.int32) - first + 1, 0)
     total = int(count.sum())
     if total == 0:
         return None
-    span_start = np.cumsum(count) - count
-    step = np.arange(total, dtype=np.int64) - np.repeat(span_start, count)  # 0 .. count-1 within a span
-    flat = np.repeat(row * size + first, count) + step
-    x = (np.repeat(first, count) + step).astype(np.float32)
-    b1 = np.repeat(a1.astype(np.float32), count) * x + np.repeat(offsets[0].astype(np.float32), count)
-    b2 = np.repeat(a2.astype(np.float32), count) * x + np.repeat(offsets[1].astype(np.float32), count)
+    # Per texel: its column offset within its span (int32 throughout: 4096^2 texels fit, and half the bytes).
+    span_start = np.cumsum(count, dtype=np.int32) - count
+    step = np.arange(total, dtype=np.int32) - np.repeat(span_start, count)
+    x = np.repeat(first, count) + step
+    flat = np.repeat((row * size).astype(np.int32), count) + x
+    xf = x.astype(np.float32)
     bary = np.empty((total, 3), dtype=np.float32)
-    bary[:, 1] = b1
-    bary[:, 2] = b2
-    bary[:, 0] = 1.0 - b1 - b2
-    return flat, np.repeat(tri, count).astype(np.int32), bary
+    bary[:, 1] = np.repeat(a1.astype(np.float32), count) * xf + np.repeat(offsets[0].astype(np.float32), count)
+    bary[:, 2] = np.repeat(a2.astype(np.float32), count) * xf + np.repeat(offsets[1].astype(np.float32), count)
+    bary[:, 0] = 1.0 - bary[:, 1] - bary[:, 2]
+    return flat, np.repeat(tri.astype(np.int32), count), bary
