@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -47,7 +48,8 @@ from backend.params import MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE
 
 EDGE_WEIGHT = 1e-3  # weight factor of samples that straddle a depth discontinuity
 BORDER_FEATHER = 0.02  # fraction of the frame over which a view's weight ramps up from its edges
-CHUNK = 1 << 18  # texels handled at once: every temporary array of a chunk stays in the CPU caches
+_T = TypeVar("_T")
+CHUNK = 1 << 18  # texels handled at once: each temporary array of a chunk is 1 MB, not 16
 
 
 class BakeError(ValueError):
@@ -123,10 +125,11 @@ def surface(mesh: BakeMesh, size: int) -> Surface:
     return Surface(raster, positions, normals, mesh.corner_positions, mesh.normals)
 
 
-def _in_chunks(work: Callable[[int], object], count: int) -> list[object]:
+def _in_chunks(work: Callable[[int], _T], count: int) -> list[_T]:
     """``work(first)`` for first = 0, CHUNK, 2 CHUNK, ... < count, on two threads (numpy and OpenCV release the
-    GIL). Chunks of texels small enough to stay in the CPU caches make every element-wise step run at cache
-    speed instead of memory speed; each chunk writes only its own slice of the outputs."""
+    GIL). Chunks keep the temporaries of every element-wise step at a few MB: 4 views over 4.2 M texels on one
+    thread took 0.80 s in chunks of 2^14 texels, 0.56 s of 2^16, 0.51 s of 2^18, 0.67 s of 2^20. Each chunk
+    writes only its own slice of the outputs, so the threads never write the same memory."""
     starts = range(0, count, CHUNK)
     if len(starts) <= 1:
         return [work(first) for first in starts]
@@ -266,7 +269,7 @@ def bake_surface(surf: Surface, views: Sequence[BakeView], settings: BakeSetting
         return used
 
     per_chunk = _in_chunks(blend, count)
-    view_texels = [int(sum(used[k] for used in per_chunk)) for k in range(len(views))]  # type: ignore[index]
+    view_texels = [sum(used[k] for used in per_chunk) for k in range(len(views))]
 
     flat = surf.raster.texels
     colour = np.zeros((size * size, 3), dtype=np.float32)
