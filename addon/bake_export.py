@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from ..backend.jobfolder import temp_path_for
+from ..backend.jobfolder import atomic_write_text, atomic_write_with
 from . import passes
 
 if TYPE_CHECKING:
@@ -167,16 +167,7 @@ def write_mesh(path: str | os.PathLike[str], arrays: dict[str, numpy.ndarray]) -
     """Write the arrays as an uncompressed npz, atomically (it loads at memory speed)."""
     import numpy as np
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path)
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_with(path, lambda handle: np.savez(handle, **arrays))
 
 
 @contextmanager
@@ -247,12 +238,7 @@ def export_views(scene: bpy.types.Scene, inputs: Path, cameras: Sequence[bpy.typ
     finally:
         scene.camera = original
     path = inputs / VIEWS_FILE
-    tmp = temp_path_for(path)
-    try:
-        tmp.write_text(json.dumps({"views": views}, indent=2), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, json.dumps({"views": views}, indent=2))
     return path
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.jobfolder import temp_path_for
+from backend.jobfolder import atomic_write_with
 
 ARRAYS = ("positions", "triangles", "uvs", "normals")
 
@@ -72,17 +72,9 @@ class BakeMesh:
 
 def save_bake_mesh(path: str | os.PathLike[str], mesh: BakeMesh) -> Path:
     """Write ``mesh`` atomically (uncompressed: it loads at memory speed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path)
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, positions=mesh.positions, triangles=mesh.triangles, uvs=mesh.uvs,
-                     normals=mesh.normals, name=np.array(mesh.name))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_with(path, lambda handle: np.savez(
+        handle, positions=mesh.positions, triangles=mesh.triangles, uvs=mesh.uvs, normals=mesh.normals,
+        name=np.array(mesh.name)))
 
 
 def load_bake_mesh(path: str | os.PathLike[str]) -> BakeMesh:

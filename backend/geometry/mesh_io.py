@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from backend.imaging.color import linear_to_srgb, srgb_to_linear
-from backend.jobfolder import temp_path_for
+from backend.jobfolder import atomic_write_bytes, atomic_write_with
 
 SUPPORTED = (".glb", ".gltf", ".obj", ".ply")
 FORMAT_NAMES = {".glb": "GLB", ".gltf": "glTF", ".obj": "OBJ", ".ply": "PLY"}
@@ -636,7 +636,7 @@ def write_glb(path: str | os.PathLike[str], mesh: MeshData) -> Path:
     data = shape.export(file_type="glb")
     if not isinstance(data, bytes):
         raise TypeError(f"trimesh exported GLB as {type(data).__name__}, not bytes")
-    _write_atomically(path, data)
+    atomic_write_bytes(path, data)
     return path
 
 
@@ -671,19 +671,8 @@ def write_ply(path: str | os.PathLike[str], mesh: MeshData) -> Path:
     header += [f"property {'float' if kind == '<f4' else 'uchar'} {name}" for name, kind in fields]
     header += [f"element face {mesh.face_count}", f"property list {count_type} int vertex_indices", "end_header"]
     data = ("\n".join(header) + "\n").encode("ascii") + table.tobytes() + faces.tobytes()
-    _write_atomically(path, data)
+    atomic_write_bytes(path, data)
     return path
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """A sibling temporary file renamed over ``path``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --- mesh.npz --------------------------------------------------------------------------------
@@ -697,15 +686,7 @@ def save_npz(path: str | os.PathLike[str], mesh: MeshData) -> Path:
     arrays = {"vertices": mesh.vertices, "face_sizes": mesh.face_sizes, "face_vertices": mesh.face_vertices}
     if mesh.colors is not None:
         arrays["colors"] = mesh.colors
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path)
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_with(path, lambda handle: np.savez(handle, **arrays))
 
 
 def load_npz(path: str | os.PathLike[str]) -> MeshData:
