@@ -85,3 +85,17 @@ def clean_scene(addon: ModuleType) -> bpy.types.Scene:
     bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
     assert addon.__name__ in bpy.context.preferences.addons, "resetting the scene disabled the add-on"
     return bpy.context.scene
+
+
+@pytest.fixture
+def interactive(addon: ModuleType) -> Iterator[ModuleType]:
+    """The add-on's service in interactive mode (jobs advance only on ``service._tick()``, as Blender's timer
+    would call it); afterwards back to following bpy.app.background, with any job still running cancelled."""
+    service = addon.addon.service  # type: ignore[attr-defined]
+    service.blocking = False
+    yield service
+    service.blocking = None
+    sup = service.supervisor()
+    for job in sup.active_jobs():
+        sup.cancel(job.id)
+        sup.run_until_done(job, timeout=60)

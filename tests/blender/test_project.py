@@ -284,19 +284,7 @@ def test_a_view_that_sees_none_of_an_object_is_a_warning(addon, clean_scene):
     assert job.applied.seen["Seen"] > 0.1 and job.applied.seen["Behind"] == 0.0
 
 
-# -- the interactive path -------------------------------------------------------------------
-
-
-@pytest.fixture
-def interactive(addon):
-    service = addon.addon.service
-    service.blocking = False
-    yield service
-    service.blocking = None
-    sup = service.supervisor()
-    for job in sup.active_jobs():
-        sup.cancel(job.id)
-        sup.run_until_done(job, timeout=60)
+# -- the interactive path (fixture `interactive`, tests/blender/conftest.py) --------------------
 
 
 def test_interactive_project_image_lands_on_a_timer_tick(addon, clean_scene, interactive):

@@ -121,19 +121,7 @@ def test_sdxl_model_by_name(addon, clean_scene):
     assert jobfolder.read_job(_jobs(addon)[-1])["models"]["text_to_image"]["family"] == "sdxl"
 
 
-# -- the interactive path: the timer drives the job, Blender never waits --------------------
-
-
-@pytest.fixture
-def interactive(addon):
-    service = addon.addon.service
-    service.blocking = False
-    yield service
-    service.blocking = None
-    sup = service.supervisor()
-    for job in sup.active_jobs():
-        sup.cancel(job.id)
-        sup.run_until_done(job, timeout=60)
+# -- the interactive path: the timer drives the job, Blender never waits (fixture `interactive`) ----
 
 
 def _drive(service, job, limit=120.0):
