@@ -23,7 +23,7 @@ VENV_LINT_STAMP := $(VENV_LINT)/.requirements-lint.stamp
 # extension id: .cache/mypy-path/scene_diffusion -> the repository root.
 MYPY_PATH := .cache/mypy-path
 BLENDER_SIDE := $(strip $(if $(wildcard __init__.py),-m scene_diffusion) \
-	$(foreach d,addon operators panels,$(if $(wildcard $(d)/__init__.py),-p scene_diffusion.$(d))))
+	$(foreach d,contract addon operators panels,$(if $(wildcard $(d)/__init__.py),-p scene_diffusion.$(d))))
 
 .PHONY: venv lint test demo dist clean distclean
 
@@ -50,7 +50,7 @@ lint: $(VENV_STAMP) $(VENV_LINT_STAMP)
 		MYPYPATH=$(MYPY_PATH) $(VENV_LINT)/bin/mypy --cache-dir .mypy_cache/blender $(BLENDER_SIDE) || status=1; \
 	fi; \
 	echo "--- mypy (backend, devtools)"; \
-	$(VENV)/bin/mypy --cache-dir .mypy_cache/backend -p backend -p devtools || status=1; \
+	$(VENV)/bin/mypy --cache-dir .mypy_cache/backend -p contract -p backend -p devtools || status=1; \
 	exit $$status
 
 # pytest exit 5 means "no tests collected": fine for a folder that has none yet.

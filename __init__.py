@@ -11,7 +11,8 @@ from types import ModuleType
 
 def _modules() -> list[ModuleType]:
     """In registration order: preferences and properties before the classes using them."""
-    from .addon import preferences, previews, properties, service
+    from .addon import preferences, previews, properties
+    from .addon.jobs import service
     from .operators import backend as backend_ops
     from .operators import mesh as mesh_ops
     from .operators import pbr as pbr_ops

@@ -11,20 +11,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import service, texture_result
-from .pbr_material import find_maps
-from .supervisor import Job
+from .jobs import service
+from .jobs.supervisor import Job
+from .scene_import import texture
+from .scene_import.pbr import find_maps
 
 
 def generate_texture(prompt: str, objects: list[str] | None = None, with_material: bool = True,
                      **settings: Any) -> Job:
     """Same as the operator; ``settings`` are TextureParams fields (width, seed, seamless_x...).
-    Raises backend.params.ParamError before starting anything when a value is out of range."""
-    from ..backend.params import TextureParams
+    Raises contract ParamError before starting anything when a value is out of range."""
+    from ..contract.tasks import TextureParams
 
     params = TextureParams(prompt=prompt, **settings)
-    on_result = texture_result.applier(prompt, list(objects or []), with_material)
-    return service.submit("texture", params.to_dict(), on_result=on_result)
+    on_result = texture.applier(prompt, list(objects or []), with_material)
+    return service.submit(params, on_result=on_result)
 
 
 def backend_state() -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from ..backend.params import (
+from ..contract.tasks import (
     MAX_BLEND_EXPONENT,
     MAX_CANNY_THRESHOLD,
     MAX_CONTROL_WEIGHT,
@@ -17,8 +17,9 @@ from ..backend.params import (
     MAX_VIEWS,
     MIN_SIZE,
     MIN_TEXTURE_SIZE,
-    BakeParams,
+    ControlParams,
     PbrParams,
+    ProjectImageParams,
     ProjectTextureParams,
     RenderParams,
     TextureParams,
@@ -58,7 +59,7 @@ class TextureSettings(bpy.types.PropertyGroup):
     height_mode: EnumProperty(name="Height", items=HEIGHT_MODE_ITEMS, default="BUMP")  # type: ignore[valid-type]
 
     def to_params(self) -> TextureParams:
-        """Validated parameters; raises backend.params.ParamError with a readable message."""
+        """Validated parameters; raises contract ParamError with a readable message."""
         return TextureParams(
             prompt=self.prompt, negative_prompt=self.negative_prompt,
             seed=-1 if self.random_seed else self.seed, steps=self.steps, guidance=self.guidance,
@@ -132,9 +133,9 @@ class ControlSettings(bpy.types.PropertyGroup):
     model: StringProperty(  # type: ignore[valid-type]
         name="Model", description="Registry ControlNet name; empty: the role for the base model's family")
 
-    def to_dict(self, kind: str, enabled: bool) -> dict[str, object]:
-        return {"kind": kind, "weight": self.weight if enabled else 0.0, "start": self.start,
-                "end": self.end, "model": self.model.strip()}
+    def to_params(self, kind: str, enabled: bool) -> ControlParams:
+        return ControlParams(kind=kind, weight=self.weight if enabled else 0.0, start=self.start, end=self.end,
+                             model=self.model.strip())
 
 
 class RenderSettings(bpy.types.PropertyGroup):
@@ -186,10 +187,10 @@ class RenderSettings(bpy.types.PropertyGroup):
                 round(scene.render.resolution_y * scale / 8) * 8)
 
     def to_params(self, scene: bpy.types.Scene) -> RenderParams:
-        """Validated; raises backend.params.ParamError with a readable message."""
+        """Validated; raises contract ParamError with a readable message."""
         width, height = self.size(scene)
-        controls = [self.depth.to_dict("depth", self.use_depth), self.normal.to_dict("normal", self.use_normal),
-                    self.canny.to_dict("canny", self.use_canny)]
+        controls = [self.depth.to_params("depth", self.use_depth), self.normal.to_params("normal", self.use_normal),
+                    self.canny.to_params("canny", self.use_canny)]
         return RenderParams(
             prompt=self.prompt, controls=controls, negative_prompt=self.negative_prompt,
             seed=-1 if self.random_seed else self.seed, steps=self.steps, guidance=self.guidance,
@@ -243,7 +244,7 @@ class ProjectSettings(bpy.types.PropertyGroup):
         description="Project Image: the camera the image was seen from; empty: the scene's camera")
     uv_map: StringProperty(  # type: ignore[valid-type]
         name="UV Map", description="The UV map to bake into; empty: each object's active render UV map")
-    # Bounds wider than BakeParams allows (soft limits only), so a script asking for a size out of
+    # Bounds wider than ProjectImageParams allows (soft limits only), so a script asking for a size out of
     # range gets a clear error instead of a silently clamped value.
     texture_size: IntProperty(  # type: ignore[valid-type]
         name="Texture Size", default=1024, min=1, soft_min=MIN_TEXTURE_SIZE, soft_max=MAX_TEXTURE_SIZE,
@@ -294,13 +295,13 @@ class ProjectSettings(bpy.types.PropertyGroup):
         description="Each view continues from what earlier views baked, so overlaps agree; off: independent views")
     model: StringProperty(name="Model", description="Base model (registry name); empty: text_to_image")  # type: ignore[valid-type]
 
-    def to_bake_params(self, meshes: list[str]) -> BakeParams:
-        """Validated (task "bake"); raises backend.params.ParamError with a readable message."""
-        return BakeParams(meshes=meshes, size=self.texture_size, blend_exponent=self.blend_exponent,
+    def to_image_params(self, meshes: list[str]) -> ProjectImageParams:
+        """Validated (task "project_image"); raises contract ParamError with a readable message."""
+        return ProjectImageParams(meshes=meshes, size=self.texture_size, blend_exponent=self.blend_exponent,
                           padding=self.padding)
 
     def to_texture_params(self, meshes: list[str]) -> ProjectTextureParams:
-        """Validated (task "project_texture"); raises backend.params.ParamError with a readable message."""
+        """Validated (task "project_texture"); raises contract ParamError with a readable message."""
         return ProjectTextureParams(
             prompt=self.prompt, meshes=meshes, negative_prompt=self.negative_prompt,
             seed=-1 if self.random_seed else self.seed, steps=self.steps, guidance=self.guidance,

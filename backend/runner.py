@@ -14,15 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend import __version__, jobfolder, protocol
-from backend.device import is_out_of_memory
-from backend.models import ModelError, PipelineCache, Registry
-from backend.tasks import TASKS, get_task
-from backend.tasks.context import JobCancelled, JobContext, TaskError
+from backend import __version__
+from backend.diffusion.device import is_out_of_memory
+from backend.errors import JobCancelled, TaskError
+from backend.models import PipelineCache, Registry
+from backend.tasks import get_task
+from backend.tasks.context import JobContext
+from contract import jobfolder, messages
+from contract.tasks import TASKS, ParamError, params_for
 
 log = logging.getLogger("backend")
 
-Send = Callable[[protocol.Message], None]
+Send = Callable[[messages.Message], None]
 
 
 @dataclass
@@ -36,8 +39,8 @@ class Engine:
     versions: dict[str, str]
 
 
-def run_job(engine: Engine, submit: protocol.Submit, send: Send,
-            cancel_event: threading.Event | None = None) -> protocol.Message:
+def run_job(engine: Engine, submit: messages.Submit, send: Send,
+            cancel_event: threading.Event | None = None) -> messages.Message:
     """Run ``submit`` and send progress; return (and send) the final message."""
     job_dir = Path(submit.job_dir)
     final = _run(engine, submit, job_dir, send, cancel_event or threading.Event())
@@ -45,15 +48,20 @@ def run_job(engine: Engine, submit: protocol.Submit, send: Send,
     return final
 
 
-def _run(engine: Engine, submit: protocol.Submit, job_dir: Path, send: Send,
-         cancel_event: threading.Event) -> protocol.Message:
+def _run(engine: Engine, submit: messages.Submit, job_dir: Path, send: Send,
+         cancel_event: threading.Event) -> messages.Message:
     if submit.task not in TASKS:
-        return protocol.Error(submit.id, protocol.UNKNOWN_TASK, f"unknown task {submit.task!r}",
+        return messages.Error(submit.id, messages.UNKNOWN_TASK, f"unknown task {submit.task!r}",
                               f"known tasks: {', '.join(sorted(TASKS))}")
+
     if not (job_dir / jobfolder.JOB_FILE).is_file():
-        return protocol.Error(submit.id, protocol.INVALID_PARAMS,
+        return messages.Error(submit.id, messages.INVALID_PARAMS,
                               f"job folder {job_dir} has no {jobfolder.JOB_FILE}",
-                              "create jobs with backend.jobfolder.create_job")
+                              "create jobs with contract.jobfolder.create_job")
+    try:
+        params = params_for(submit.task, submit.params)
+    except ParamError as exc:
+        return _fail(job_dir, time.time(), submit.id, messages.INVALID_PARAMS, str(exc), "")
 
     handler = logging.FileHandler(job_dir / jobfolder.LOG_FILE, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -64,36 +72,37 @@ def _run(engine: Engine, submit: protocol.Submit, job_dir: Path, send: Send,
                                   "dtype": engine.dtype, "versions": engine.versions})
 
     def report(step: int, total: int, preview: str | None, message: str) -> None:
-        send(protocol.Progress(submit.id, step, total, preview, message))
+        send(messages.Progress(submit.id, step, total, preview, message))
 
-    ctx = JobContext(id=submit.id, job_dir=job_dir, params=submit.params, registry=engine.registry,
+    ctx = JobContext(id=submit.id, job_dir=job_dir, registry=engine.registry,
                      models=engine.models, device=engine.device, dtype=engine.dtype,
                      report=report, cancel_event=cancel_event)
     log.info("job %s: %s started", submit.id, submit.task)
     try:
-        output = get_task(submit.task)(ctx)
+        output = get_task(submit.task)(ctx, params)
     except JobCancelled:
         _finish(job_dir, started, jobfolder.CANCELLED)
         log.info("job %s cancelled", submit.id)
-        return protocol.Cancelled(submit.id)
-    except (TaskError, ModelError) as exc:
+        return messages.Cancelled(submit.id)
+    except TaskError as exc:
         return _fail(job_dir, started, submit.id, exc.code, exc.message, exc.hint)
     except Exception as exc:  # noqa: BLE001 - any failure must become a message, not a dead backend
         log.error("job %s failed:\n%s", submit.id, traceback.format_exc())
         if is_out_of_memory(exc):
             engine.models.release()
-            return _fail(job_dir, started, submit.id, protocol.OUT_OF_MEMORY,
+            return _fail(job_dir, started, submit.id, messages.OUT_OF_MEMORY,
                          f"out of memory on {engine.device}",
                          "lower the width and height, generate fewer images at once, "
                          "or choose fp16 precision; the backend released its models and keeps running")
-        return _fail(job_dir, started, submit.id, protocol.INTERNAL, f"{type(exc).__name__}: {exc}",
+        return _fail(job_dir, started, submit.id, messages.INTERNAL, f"{type(exc).__name__}: {exc}",
                      f"the traceback is in {job_dir / jobfolder.LOG_FILE}")
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
-    _finish(job_dir, started, jobfolder.DONE, outputs=output.outputs, info=output.info)
+    files, info = output.files(), output.info()
+    _finish(job_dir, started, jobfolder.DONE, outputs=files, info=info)
     log.info("job %s done in %.2f s", submit.id, time.time() - started)
-    return protocol.Result(submit.id, output.outputs, output.info)
+    return messages.Result(submit.id, files, info)
 
 
 def _finish(job_dir: Path, started: float, status: str, **fields: object) -> None:
@@ -103,16 +112,16 @@ def _finish(job_dir: Path, started: float, status: str, **fields: object) -> Non
 
 
 def _fail(job_dir: Path, started: float, job_id: str, code: str, message: str,
-          hint: str) -> protocol.Error:
+          hint: str) -> messages.Error:
     log.error("job %s failed: %s (%s)", job_id, message, code)
     _finish(job_dir, started, jobfolder.FAILED, error={"code": code, "message": message, "hint": hint})
-    return protocol.Error(job_id, code, message, hint)
+    return messages.Error(job_id, code, message, hint)
 
 
 def make_engine(device: str = "auto", precision: str = "auto", registry: str | None = None,
                 allow_download: bool = False, allow_unsafe: bool = False) -> Engine:
     """Pick the device, read the registry; loads no weights yet."""
-    from backend.device import dtype_name, library_versions, pick_device, pick_dtype
+    from backend.diffusion.device import dtype_name, library_versions, pick_device, pick_dtype
     from backend.models import load_registry
 
     dev = pick_device(device)

@@ -3,7 +3,7 @@
 The reader (main thread) answers cancel, status and shutdown at once while the worker runs
 jobs in order. Stdout carries protocol lines only: the process's file descriptor 1 is pointed
 at stderr before anything heavy is imported, so a stray print or a C library's output can
-never corrupt the protocol.
+never corrupt the messages.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import threading
 from collections import deque
 from typing import IO, TYPE_CHECKING
 
-from backend import __version__, protocol
+from backend import __version__
+from contract import messages
 
 if TYPE_CHECKING:
     from backend.runner import Engine
@@ -30,14 +31,14 @@ class Server:
         self._out = out
         self._write_lock = threading.Lock()
         self._cond = threading.Condition()
-        self._pending: deque[protocol.Submit | str] = deque()
-        self._current: protocol.Submit | None = None
+        self._pending: deque[messages.Submit | str] = deque()
+        self._current: messages.Submit | None = None
         self._cancel = threading.Event()
         self._stopping = False
         self.engine: Engine | None = None  # set once the device and registry are ready
 
-    def send(self, message: protocol.Message) -> None:
-        line = protocol.encode(message)
+    def send(self, message: messages.Message) -> None:
+        line = messages.encode(message)
         with self._write_lock:
             try:
                 self._out.write(line)
@@ -52,29 +53,29 @@ class Server:
         if not line.strip():
             return True
         try:
-            message = protocol.decode(line)
-        except protocol.ProtocolError as exc:
-            self.send(protocol.Error(None, protocol.BAD_MESSAGE, str(exc),
-                                     "send one JSON object per line, as backend/protocol.py defines"))
+            message = messages.decode(line)
+        except messages.ProtocolError as exc:
+            self.send(messages.Error(None, messages.BAD_MESSAGE, str(exc),
+                                     "send one JSON object per line, as backend/messages.py defines"))
             return True
-        if isinstance(message, protocol.Submit):
+        if isinstance(message, messages.Submit):
             with self._cond:
                 self._pending.append(message)
                 queued = len(self._pending) - 1 + (self._current is not None)
                 self._cond.notify()
-            self.send(protocol.Accepted(message.id, queued))
-        elif isinstance(message, protocol.Cancel):
+            self.send(messages.Accepted(message.id, queued))
+        elif isinstance(message, messages.Cancel):
             self._cancel_job(message.id)
-        elif isinstance(message, protocol.StatusRequest):
+        elif isinstance(message, messages.StatusRequest):
             self.send(self.status())
-        elif isinstance(message, protocol.Release):
+        elif isinstance(message, messages.Release):
             with self._cond:
                 self._pending.append(_RELEASE)
                 self._cond.notify()
-        elif isinstance(message, protocol.Shutdown):
+        elif isinstance(message, messages.Shutdown):
             return False
         else:
-            self.send(protocol.Error(None, protocol.BAD_MESSAGE,
+            self.send(messages.Error(None, messages.BAD_MESSAGE,
                                      f"{message.type} is a backend message, not a request"))
         return True
 
@@ -84,18 +85,18 @@ class Server:
                 self._cancel.set()  # the worker answers Cancelled at the next step
                 return
             for item in list(self._pending):
-                if isinstance(item, protocol.Submit) and item.id == job_id:
+                if isinstance(item, messages.Submit) and item.id == job_id:
                     self._pending.remove(item)
-                    self.send(protocol.Cancelled(job_id))
+                    self.send(messages.Cancelled(job_id))
                     return
         log.info("cancel for %s: not running or queued", job_id)
 
-    def status(self) -> protocol.Status:
+    def status(self) -> messages.Status:
         with self._cond:
             current = self._current.id if self._current else None
-            queued = [i.id for i in self._pending if isinstance(i, protocol.Submit)]
+            queued = [i.id for i in self._pending if isinstance(i, messages.Submit)]
         loaded = self.engine.models.loaded() if self.engine else []
-        return protocol.Status("busy" if current else "idle", current, queued, loaded)
+        return messages.Status("busy" if current else "idle", current, queued, loaded)
 
     # -- worker ----------------------------------------------------------------------------
 
@@ -109,11 +110,11 @@ class Server:
                 if self._stopping:
                     return
                 item = self._pending.popleft()
-                if isinstance(item, protocol.Submit):
+                if isinstance(item, messages.Submit):
                     self._current = item
                     self._cancel.clear()
             assert self.engine is not None
-            if not isinstance(item, protocol.Submit):  # _RELEASE
+            if not isinstance(item, messages.Submit):  # _RELEASE
                 self.engine.models.release()
                 self.send(self.status())
                 continue
@@ -149,15 +150,15 @@ def serve(device: str = "auto", precision: str = "auto", registry: str | None = 
 
         engine = server.engine = make_engine(device, precision, registry, allow_download, allow_unsafe)
     except ImportError as exc:
-        server.send(protocol.Error(None, protocol.DEPENDENCY, f"the backend cannot import {exc.name}: {exc}",
+        server.send(messages.Error(None, messages.DEPENDENCY, f"the backend cannot import {exc.name}: {exc}",
                                    "run Setup Backend in the add-on preferences, or point "
                                    "SCENE_DIFFUSION_BACKEND_PYTHON at a Python with backend/requirements.txt"))
         return 3
     except Exception as exc:  # noqa: BLE001 - a bad device or registry is a message, not a trace
-        code = getattr(exc, "code", protocol.INVALID_PARAMS)
-        server.send(protocol.Error(None, code, str(exc), getattr(exc, "hint", "")))
+        code = getattr(exc, "code", messages.INVALID_PARAMS)
+        server.send(messages.Error(None, code, str(exc), getattr(exc, "hint", "")))
         return 2
-    server.send(protocol.Handshake(protocol.PROTOCOL_VERSION, __version__, engine.device,
+    server.send(messages.Handshake(messages.PROTOCOL_VERSION, __version__, engine.device,
                                    engine.dtype, engine.versions, os.getpid()))
     worker = threading.Thread(target=server.work, name="worker", daemon=True)
     worker.start()
@@ -168,6 +169,6 @@ def serve(device: str = "auto", precision: str = "auto", registry: str | None = 
     # Shutdown request or EOF (the add-on went away): stop the running job at its next step.
     server.stop()
     worker.join(timeout=30)
-    server.send(protocol.Bye())
+    server.send(messages.Bye())
     out.close()
     return 0

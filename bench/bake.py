@@ -5,7 +5,7 @@
 A bumpy UV sphere of about 100k triangles with its UV map (the primitive's unwrap), 4 cameras around it
 (1024 x 1024), one smooth 1024 px source image per camera, a 2048 x 2048 texture. Setup is not timed.
 - Ours: the add-on's exporter writes the evaluated mesh and a Cycles depth pass per camera (timed apart and
-  printed, not counted), then ``backend.imaging.bake.bake`` projects the 4 views with occlusion, blends,
+  printed, not counted), then ``backend.projection.bake.bake`` projects the 4 views with occlusion, blends,
   fills and pads: best of --repeat.
 - Blender's (what a user does without the add-on): per view a UV Project modifier with the camera as
   projector and a Cycles EMIT bake of the view's image through it into the object's UV map, 1 sample (its
@@ -70,7 +70,7 @@ def main() -> int:
     import bpy
 
     addon = extension.install(zip_path)
-    from backend.imaging.bake import BakeSettings, bake
+    from backend.projection.bake import BakeSettings, bake
     from devtools import blender_projection
 
     blender_projection.reset_scene()

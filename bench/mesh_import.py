@@ -46,7 +46,7 @@ def main() -> int:
     zip_path = extension.build(Path(tempfile.mkdtemp()))
     import bpy
 
-    mesh_import = importlib.import_module(f"{extension.install(zip_path)}.addon.mesh_import")
+    mesh_import = importlib.import_module(f"{extension.install(zip_path)}.addon.scene_import.mesh")
     vertices, sizes, loops, colors = grid(args.side)
     vertex_list = vertices.tolist()
     face_list = loops.reshape(-1, 4).tolist()

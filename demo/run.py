@@ -204,11 +204,10 @@ def main() -> int:
     project_s = time.monotonic() - t0
     project_job = api.service.supervisor().current_job()
     project_record = json.loads((project_job.job_dir / "job.json").read_text())
-    project_outputs = project_job.result.outputs
-    shutil.copy(project_job.job_dir / project_outputs["texture_0_png"], OUT / "projection_texture.png")
-    shutil.copy(project_job.job_dir / project_outputs["texture_0"], OUT / "projection_texture.exr")
-    view_pngs = [project_job.job_dir / project_outputs[k] for k in sorted(project_outputs)
-                 if k.startswith("view_") and not k.endswith("_exr")]
+    project_outputs = project_job.outputs  # the task's typed outputs (contract.tasks.ProjectTextureOutputs)
+    shutil.copy(project_job.job_dir / project_outputs.textures_png[0], OUT / "projection_texture.png")
+    shutil.copy(project_job.job_dir / project_outputs.textures[0], OUT / "projection_texture.exr")
+    view_pngs = [project_job.job_dir / rel for rel in project_outputs.view_images]
     side_by_side([*view_pngs, OUT / "projection_texture.png"], OUT / "projection_strip.png")
 
     scene.render.engine = "CYCLES"

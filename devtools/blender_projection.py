@@ -364,13 +364,13 @@ def blender_bake(obj: Any, cameras: Sequence[Any], sources: Sequence[np.ndarray]
     return BlenderBake(textures, seconds)
 
 
-# --- our projection: the add-on's export + backend.imaging.bake ------------------------------------------------------
+# --- our projection: the add-on's export + backend.projection.bake ---------------------------------------------------
 
 
 @dataclass
 class OurInputs:
-    mesh: Any  # backend.geometry.bake_mesh.BakeMesh
-    views: list[Any]  # backend.imaging.bake.BakeView, one per camera
+    mesh: Any  # contract.formats.surface.BakeMesh
+    views: list[Any]  # backend.projection.bake.BakeView, one per camera
     export_seconds: float  # the evaluated mesh through the add-on's exporter
     depth_seconds: float  # the depth passes, all views (Cycles, 1 sample)
 
@@ -381,13 +381,14 @@ def our_inputs(addon: ModuleType | str, obj: Any, cameras: Sequence[Any], source
     (``addon/bake_export.mesh_arrays``), and per camera its ``camera_info`` and a depth pass rendered by
     ``addon/passes.render_passes`` at ``resolution``; ``sources[i]`` is the image projected from
     ``cameras[i]``. ``addon``: the installed add-on's module (or its name)."""
-    from backend.geometry.bake_mesh import BakeMesh
-    from backend.imaging.bake import BakeView
-    from backend.imaging.passes import CameraInfo, find_passes, require_passes
+    from backend.imaging.passes import find_passes, require_passes
+    from backend.projection.bake import BakeView
+    from contract.formats.camera import CameraInfo
+    from contract.formats.surface import BakeMesh
 
     name = addon if isinstance(addon, str) else addon.__name__
-    bake_export = importlib.import_module(f"{name}.addon.bake_export")
-    passes = importlib.import_module(f"{name}.addon.passes")
+    bake_export = importlib.import_module(f"{name}.addon.scene_export.project")
+    passes = importlib.import_module(f"{name}.addon.scene_export.passes")
     scene = bpy.context.scene
     width, height = resolution
 

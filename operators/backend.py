@@ -10,7 +10,8 @@ if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 from bpy.props import StringProperty
 
-from ..addon import backend_setup, paths, render_sequence, service
+from ..addon import paths, render_animation
+from ..addon.jobs import service, setup
 
 
 class SCENE_DIFFUSION_OT_cancel_job(bpy.types.Operator):
@@ -25,7 +26,7 @@ class SCENE_DIFFUSION_OT_cancel_job(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
         sup = service.supervisor()
         if not self.job_id:
-            render_sequence.cancel_current()  # an animation stops too, not just its current frame
+            render_animation.cancel_current()  # an animation stops too, not just its current frame
         jobs = [j for j in sup.active_jobs() if not self.job_id or j.id == self.job_id]
         if not jobs:
             self.report({"INFO"}, "No job is running")
@@ -86,7 +87,7 @@ class SCENE_DIFFUSION_OT_setup_backend(bpy.types.Operator):
     bl_label = "Setup Backend"
     bl_options = {"REGISTER"}
 
-    _run: backend_setup.SetupRun | None = None
+    _run: setup.SetupRun | None = None
     _timer: bpy.types.Timer | None = None
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
@@ -96,7 +97,7 @@ class SCENE_DIFFUSION_OT_setup_backend(bpy.types.Operator):
                                    "into a Python yourself and set it as Backend Python")
             return {"CANCELLED"}
         venv = paths.managed_venv()
-        run = backend_setup.SetupRun(venv, paths.venv_python(venv)).start()
+        run = setup.SetupRun(venv, paths.venv_python(venv)).start()
         if bpy.app.background:
             return self._finish(run, run.wait())
         self._run = run
@@ -123,7 +124,7 @@ class SCENE_DIFFUSION_OT_setup_backend(bpy.types.Operator):
         context.workspace.status_text_set(None)
         return self._finish(run, run.returncode)
 
-    def _finish(self, run: backend_setup.SetupRun, code: int | None) -> set[OperatorReturnItems]:
+    def _finish(self, run: setup.SetupRun, code: int | None) -> set[OperatorReturnItems]:
         if code == 0:
             self.report({"INFO"}, f"Backend environment ready: {run.python}")
             service.shutdown()  # the next job starts the backend from the new environment

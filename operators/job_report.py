@@ -3,26 +3,28 @@ or, in background mode where the job has already ended, with its outcome as the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import bpy
 
-from ..addon import service
-from ..addon.supervisor import DONE, Job
+from ..addon.jobs import service
+from ..addon.jobs.supervisor import DONE, Job
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
 
-def finish(op: bpy.types.Operator, job: Job, done: Callable[[Job], str]) -> set[OperatorReturnItems]:
-    """``done(job)`` words a finished job's result for the report."""
+def finish(op: bpy.types.Operator, job: Job) -> set[OperatorReturnItems]:
+    """The report of a job that ended (its result's summary and warnings), or of one that started."""
     if not service.is_blocking() and not job.finished:
         op.report({"INFO"}, f"{job.task.replace('_', ' ').capitalize()} started (job {job.id}); "
                             "progress in the Diffusion tab")
         return {"FINISHED"}
     if job.state == DONE:
-        op.report({"INFO"}, done(job))
+        applied = job.applied
+        op.report({"INFO"}, applied.summary() if applied is not None else f"Job {job.id} done ({job.job_dir.name})")
+        for warning in applied.warnings if applied is not None else []:
+            op.report({"WARNING"}, warning)
         return {"FINISHED"}
     if job.error is not None:
         text = job.error.text()

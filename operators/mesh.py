@@ -3,38 +3,37 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from ..addon import service
-from ..addon.supervisor import Job
-from ..backend.params import ImportMeshParams, MeshParams, ParamError
+from ..addon.jobs import service
+from ..addon.jobs.supervisor import Job
+from ..addon.scene_import import mesh
+from ..contract.formats import FormatError
+from ..contract.formats.mesh_files import mesh_file_inputs
+from ..contract.tasks import ImportMeshParams, MeshOutputs, MeshParams, ParamError, TaskOutputs
+from ..contract.tasks.mesh import MESH_FORMATS
 from . import job_report
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
-MESH_FORMATS = (".glb", ".gltf", ".obj", ".ply")
 IMAGE_FORMATS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
-def _importer(settings: Any, name: str, location: tuple[float, float, float]) -> Any:
+def _importer(settings: Any, name: str, location: tuple[float, float, float]
+              ) -> Callable[[Job, TaskOutputs], mesh.MeshImported]:
     """on_result: bring outputs/mesh.npz in, with the settings as they were at submit time."""
     target_size, bake = settings.target_size, settings.texture_size if settings.bake_texture else 0
 
-    def on_result(job: Job, result: Any) -> None:
-        from ..addon import mesh_import  # numpy: imported when used, not at register()
-
-        job.applied = mesh_import.import_mesh(job.job_dir / result.outputs["mesh"], name, target_size, location,
-                                              bake_size=bake)
+    def on_result(job: Job, outputs: TaskOutputs) -> mesh.MeshImported:
+        assert isinstance(outputs, MeshOutputs)
+        return mesh.import_mesh(job.job_dir / outputs.mesh, name, target_size, location, bake_size=bake)
 
     return on_result
-
-
-def _mesh_done(job: Job) -> str:
-    return f"'{job.applied.object}': {job.applied.vertices} vertices, {job.applied.faces} faces"
 
 
 class SCENE_DIFFUSION_OT_image_to_mesh(bpy.types.Operator):
@@ -45,7 +44,7 @@ class SCENE_DIFFUSION_OT_image_to_mesh(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
-        from ..addon import image_data  # numpy: imported when used, not at register()
+        from ..addon.scene_export import pixels  # numpy: imported when used, not at register()
 
         scene: Any = context.scene
         settings = scene.scene_diffusion.mesh
@@ -70,29 +69,29 @@ class SCENE_DIFFUSION_OT_image_to_mesh(bpy.types.Operator):
             return {"CANCELLED"}
         else:
             name = settings.image.name
-        job_dir = service.new_job_folder("mesh")
+        job_dir = service.new_job_folder(params.task)
         try:
             if settings.source == "FILE":
                 source = f"inputs/image{path.suffix.lower()}"
                 shutil.copyfile(path, job_dir / source)
             else:
                 source = "inputs/image.npy"
-                colorspace = image_data.save_npy(settings.image, job_dir / source, need_colour=True)
-                params = MeshParams(**{**params.to_dict(), "source_colorspace": colorspace})
-        except (image_data.ImageDataError, OSError) as exc:
+                colorspace = pixels.save_npy(settings.image, job_dir / source, need_colour=True)
+                params = params.replace(source_colorspace=colorspace)
+        except (pixels.ImageDataError, OSError) as exc:
             service.discard_job_folder(job_dir)
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        request = {**params.to_dict(), "source": source}
         location = tuple(scene.cursor.location)
-        job = service.submit("mesh", request, on_result=_importer(settings, name, location), job_dir=job_dir)
-        return job_report.finish(self, job, _mesh_done)
+        job = service.submit(params.replace(source=source), on_result=_importer(settings, name, location),
+                             job_dir=job_dir)
+        return job_report.finish(self, job)
 
 
-class SCENE_DIFFUSION_OT_import_generated_mesh(bpy.types.Operator):
+class SCENE_DIFFUSION_OT_import_mesh(bpy.types.Operator):
     """Import a mesh from an image-to-3D tool (GLB, OBJ, PLY), normalised and placed like generated ones"""
 
-    bl_idname = "scene_diffusion.import_generated_mesh"
+    bl_idname = "scene_diffusion.import_mesh"
     bl_label = "Import Generated Mesh"
     bl_options = {"REGISTER"}
 
@@ -113,10 +112,24 @@ class SCENE_DIFFUSION_OT_import_generated_mesh(bpy.types.Operator):
         if path.suffix.lower() not in MESH_FORMATS:
             self.report({"ERROR"}, f"{path.name}: unsupported format; use {', '.join(MESH_FORMATS)}")
             return {"CANCELLED"}
-        params = ImportMeshParams(path=str(path))
+        try:
+            inputs = mesh_file_inputs(path)
+        except FormatError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        params = ImportMeshParams(source=inputs[0][1], name=path.name)
+        job_dir = service.new_job_folder(params.task)
+        try:  # the file (and a glTF's buffers) become job inputs: the backend reads only its job folder
+            for source, relative in inputs:
+                (job_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, job_dir / relative)
+        except OSError as exc:
+            service.discard_job_folder(job_dir)
+            self.report({"ERROR"}, f"Cannot copy {path.name} into the job folder: {exc}")
+            return {"CANCELLED"}
         location = tuple(scene.cursor.location)
-        job = service.submit("import_mesh", params.to_dict(), on_result=_importer(settings, path.stem, location))
-        return job_report.finish(self, job, _mesh_done)
+        job = service.submit(params, on_result=_importer(settings, path.stem, location), job_dir=job_dir)
+        return job_report.finish(self, job)
 
 
-classes = (SCENE_DIFFUSION_OT_image_to_mesh, SCENE_DIFFUSION_OT_import_generated_mesh)
+classes = (SCENE_DIFFUSION_OT_image_to_mesh, SCENE_DIFFUSION_OT_import_mesh)

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import bpy
 
-from ..addon import paths, pbr_material, service
-from ..addon.supervisor import Job
-from ..addon.texture_result import PROVENANCE_KEY
-from ..backend.params import ExportMapsParams, ImportMapsParams, ParamError
+from ..addon import paths
+from ..addon.jobs import service
+from ..addon.jobs.supervisor import Job
+from ..addon.scene_import import pbr
+from ..addon.scene_import.materials import PROVENANCE_KEY
+from ..contract.tasks import (
+    ExportMapsOutputs,
+    ExportMapsParams,
+    ImportMapsOutputs,
+    ImportMapsParams,
+    ParamError,
+    PbrOutputs,
+    TaskOutputs,
+)
 from . import job_report
 
 if TYPE_CHECKING:
@@ -36,11 +48,11 @@ class SCENE_DIFFUSION_OT_derive_pbr(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
-        from ..addon import image_data  # numpy: imported when used, not at register()
+        from ..addon.scene_export import pixels  # numpy: imported when used, not at register
 
         settings = context.scene.scene_diffusion.pbr
         obj = context.active_object
-        image = settings.image or pbr_material.base_color_image(obj.active_material if obj else None)
+        image = settings.image or pbr.base_color_image(obj.active_material if obj else None)
         if image is None:
             self.report({"ERROR"}, "No colour image: choose one in the PBR panel, or make active an object "
                                    "whose material has an image on Base Color")
@@ -51,23 +63,21 @@ class SCENE_DIFFUSION_OT_derive_pbr(bpy.types.Operator):
         except ParamError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        job_dir = service.new_job_folder("pbr")
+        job_dir = service.new_job_folder(params.task)
         try:
-            colorspace = image_data.save_npy(image, job_dir / params.source, need_colour=True)
-        except image_data.ImageDataError as exc:
+            colorspace = pixels.save_npy(image, job_dir / params.source, need_colour=True)
+        except pixels.ImageDataError as exc:
             service.discard_job_folder(job_dir)
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        request = {**params.to_dict(), "source_colorspace": colorspace}
         targets, base, height_mode = _mesh_names(context), image.name, settings.height_mode
 
-        def on_result(job: Job, result: Any) -> None:
-            job.applied = pbr_material.apply_maps(job.job_dir, result.outputs, base, targets, height_mode,
-                                                  provenance)
+        def on_result(job: Job, outputs: TaskOutputs) -> pbr.PbrApplied:
+            assert isinstance(outputs, PbrOutputs)
+            return pbr.apply_maps(job.job_dir, outputs.maps, base, targets, height_mode, provenance)
 
-        job = service.submit("pbr", request, on_result=on_result, job_dir=job_dir)
-        return job_report.finish(self, job, lambda j: f"PBR material '{j.applied.material}' with "
-                                                      f"{len(j.applied.images)} maps")
+        job = service.submit(params.replace(source_colorspace=colorspace), on_result=on_result, job_dir=job_dir)
+        return job_report.finish(self, job)
 
 
 class SCENE_DIFFUSION_OT_export_maps(bpy.types.Operator):
@@ -78,12 +88,12 @@ class SCENE_DIFFUSION_OT_export_maps(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
-        from ..addon import image_data  # numpy: imported when used, not at register()
+        from ..addon.scene_export import pixels  # numpy: imported when used, not at register
 
         settings = context.scene.scene_diffusion.export
         obj = context.active_object
         material = obj.active_material if obj else None
-        maps = pbr_material.find_maps(material) if material else {}
+        maps = pbr.find_maps(material) if material else {}
         if not maps:
             self.report({"ERROR"}, "The active object's material has no image maps on a Principled BSDF "
                                    "(Base Color, Roughness, Metallic, Normal Map, Bump)")
@@ -96,25 +106,29 @@ class SCENE_DIFFUSION_OT_export_maps(bpy.types.Operator):
         albedo = maps.get("albedo")
         try:
             params = ExportMapsParams(
-                maps=list(maps), directory=str(folder), basename=settings.basename or material.name,
+                maps=list(maps), basename=settings.basename or material.name,
                 layout=settings.layout, format=settings.format, half=settings.half,
                 compression=settings.compression, normal_convention=settings.normal_convention,
                 attributes={"material": material.name, **(_provenance(albedo) if albedo else {})})
         except ParamError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        job_dir = service.new_job_folder("export_maps")
+        job_dir = service.new_job_folder(params.task)
         colorspaces = {}
         try:
             for name, image in maps.items():
-                colorspaces[name] = image_data.save_npy(image, job_dir / "inputs" / f"{name}.npy")
-        except image_data.ImageDataError as exc:
+                colorspaces[name] = pixels.save_npy(image, job_dir / params.map_input(name))
+        except pixels.ImageDataError as exc:
             service.discard_job_folder(job_dir)
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        request = {**params.to_dict(), "colorspaces": colorspaces}
-        job = service.submit("export_maps", request, job_dir=job_dir)
-        return job_report.finish(self, job, lambda j: f"Exported {', '.join(j.result.info['files'])}")
+
+        def on_result(job: Job, outputs: TaskOutputs) -> pbr.ExportedMaps:
+            assert isinstance(outputs, ExportMapsOutputs)
+            return pbr.move_exported(job.job_dir, outputs.exported, folder)
+
+        job = service.submit(params.replace(colorspaces=colorspaces), on_result=on_result, job_dir=job_dir)
+        return job_report.finish(self, job)
 
 
 class SCENE_DIFFUSION_OT_import_maps(bpy.types.Operator):
@@ -141,15 +155,24 @@ class SCENE_DIFFUSION_OT_import_maps(bpy.types.Operator):
             if handle.read(4) != EXR_MAGIC:
                 self.report({"ERROR"}, f"{path.name} is not an OpenEXR file")
                 return {"CANCELLED"}
-        params = ImportMapsParams(path=str(path), normal_convention=settings.normal_convention)
+        params = ImportMapsParams(name=path.name, normal_convention=settings.normal_convention)
         targets, base = _mesh_names(context), path.stem
+        job_dir = service.new_job_folder(params.task)
+        try:  # the file becomes a job input: the backend reads only its job folder
+            shutil.copyfile(path, job_dir / params.source)
+        except OSError as exc:
+            service.discard_job_folder(job_dir)
+            self.report({"ERROR"}, f"Cannot copy {path.name} into the job folder: {exc}")
+            return {"CANCELLED"}
 
-        def on_result(job: Job, result: Any) -> None:
-            job.applied = pbr_material.apply_maps(job.job_dir, result.outputs, base, targets,
-                                                  provenance=result.info.get("attributes"))
+        def on_result(job: Job, outputs: TaskOutputs) -> pbr.PbrApplied:
+            assert isinstance(outputs, ImportMapsOutputs)
+            provenance = {str(k): str(v) for k, v in outputs.attributes.items()}
+            applied = pbr.apply_maps(job.job_dir, outputs.maps, base, targets, provenance=provenance)
+            return replace(applied, source=path.name)
 
-        job = service.submit("import_maps", params.to_dict(), on_result=on_result)
-        return job_report.finish(self, job, lambda j: f"Material '{j.applied.material}' from {path.name}")
+        job = service.submit(params, on_result=on_result, job_dir=job_dir)
+        return job_report.finish(self, job)
 
 
 classes = (SCENE_DIFFUSION_OT_derive_pbr, SCENE_DIFFUSION_OT_export_maps, SCENE_DIFFUSION_OT_import_maps)

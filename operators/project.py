@@ -5,15 +5,16 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from ..addon import bake_export, project_result, service
-from ..addon.passes import PassRenderError
-from ..addon.supervisor import Job
-from ..backend.params import MAX_VIEWS, ParamError
+from ..addon.jobs import service
+from ..addon.scene_export import project
+from ..addon.scene_export.passes import PassRenderError
+from ..addon.scene_import import project as project_result
+from ..contract.tasks import MAX_VIEWS, ParamError
+from ..contract.tasks.project import mesh_inputs
 from . import job_report
 
 if TYPE_CHECKING:
@@ -39,43 +40,16 @@ def _meshes(context: bpy.types.Context, also_fine: tuple[str, ...] = ()) -> tupl
     return meshes, skipped
 
 
-def _targets(meshes: list[Any], settings: Any) -> list[bake_export.BakeTarget]:
+def _targets(meshes: list[Any], settings: Any) -> list[project.BakeTarget]:
     try:
-        return bake_export.plan_targets(meshes, settings.uv_map.strip(), settings.unwrap)
-    except bake_export.BakeExportError as exc:
+        return project.plan_targets(meshes, settings.uv_map.strip(), settings.unwrap)
+    except project.BakeExportError as exc:
         raise _Refused(str(exc)) from None
-
-
-def _island_margin(settings: Any) -> float:
-    """Smart UV Project's margin (UV units) leaving room for the seam padding on both sides of a seam."""
-    return min(0.1, max(0.005, 2.0 * settings.padding / max(settings.texture_size, 1)))
-
-
-def _export(context: bpy.types.Context, job_dir: Path, targets: list[bake_export.BakeTarget], settings: Any,
-            render_views: Any) -> None:
-    """Views first (they do not need UVs), then the unwrap (the first change to the scene), then the meshes."""
-    render_views()
-    bake_export.unwrap_targets(context, targets, _island_margin(settings))
-    bake_export.export_meshes(context, targets, job_dir)
 
 
 def _skipped_note(op: bpy.types.Operator, skipped: list[str]) -> None:
     if skipped:
         op.report({"INFO"}, f"Not meshes, left as they are: {', '.join(skipped)}")
-
-
-def _report_warnings(op: bpy.types.Operator, job: Job) -> None:
-    applied = job.applied
-    if job.finished and isinstance(applied, project_result.ProjectApplied):
-        for warning in applied.warnings:
-            op.report({"WARNING"}, warning)
-
-
-def _projected(job: Job) -> str:
-    applied: project_result.ProjectApplied = job.applied
-    seen = ", ".join(f"{name} {100 * applied.seen.get(name, 0.0):.0f}% seen" for name in applied.objects)
-    seed = f"seed {job.result.info['seed']}, " if job.result is not None and "seed" in job.result.info else ""
-    return f"Projected onto {seen or 'no object'} ({seed}{job.job_dir.name})"
 
 
 class SCENE_DIFFUSION_OT_project_image(bpy.types.Operator):
@@ -96,26 +70,25 @@ class SCENE_DIFFUSION_OT_project_image(bpy.types.Operator):
                                "active camera (Ctrl+Numpad 0)")
             if settings.image is None:
                 raise _Refused("Choose an image to project (Image in the Project panel)")
-            params = settings.to_bake_params(bake_export.mesh_paths(len(meshes)))
+            params = settings.to_image_params(mesh_inputs(len(meshes)))
             targets = _targets(meshes, settings)
         except (_Refused, ParamError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        job_dir = service.new_job_folder("bake")
-        width, height = bake_export.render_size(scene)
+        job_dir = service.new_job_folder(params.task)
+        width, height = project.render_size(scene)
         try:
-            _export(context, job_dir, targets, settings, lambda: bake_export.export_views(
-                scene, job_dir / "inputs", [camera], width, height, image=settings.image))
+            project.export_inputs(context, job_dir, targets, settings.padding, settings.texture_size,
+                                  lambda: project.export_views(
+                                      scene, job_dir / "inputs", [camera], width, height, image=settings.image))
         except _EXPORT_ERRORS as exc:  # ImageDataError and BakeExportError are ValueErrors
             service.discard_job_folder(job_dir)
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         on_result = project_result.applier([(t.name, t.uv_map) for t in targets], settings.new_material)
-        job = service.submit("bake", params.to_dict(), on_result=on_result, job_dir=job_dir)
+        job = service.submit(params, on_result=on_result, job_dir=job_dir)
         _skipped_note(self, skipped)
-        ended = job_report.finish(self, job, _projected)
-        _report_warnings(self, job)
-        return ended
+        return job_report.finish(self, job)
 
 
 class SCENE_DIFFUSION_OT_project_texture(bpy.types.Operator):
@@ -132,35 +105,32 @@ class SCENE_DIFFUSION_OT_project_texture(bpy.types.Operator):
         try:
             meshes, skipped = _meshes(context, also_fine=("CAMERA",) if settings.views == "SELECTED" else ())
             cameras = self._cameras(context, settings)
-            params = settings.to_texture_params(bake_export.mesh_paths(len(meshes)))
+            params = settings.to_texture_params(mesh_inputs(len(meshes)))
             targets = _targets(meshes, settings)
         except (_Refused, ParamError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        job_dir = service.new_job_folder("project_texture")
+        job_dir = service.new_job_folder(params.task)
         view_names: list[str] = []
 
         def render_views() -> None:
-            views = (bake_export.auto_cameras(scene, meshes, settings.view_count, settings.elevation,
+            views = (project.auto_cameras(scene, meshes, settings.view_count, settings.elevation,
                                               settings.distance, params.width, params.height)
                      if settings.views == "AUTO" else nullcontext(cameras))
             with views as chosen:  # temporary cameras are removed here, whatever happens
                 view_names.extend(c.name for c in chosen)
-                bake_export.export_views(scene, job_dir / "inputs", chosen, params.width, params.height)
+                project.export_views(scene, job_dir / "inputs", chosen, params.width, params.height)
 
         try:
-            _export(context, job_dir, targets, settings, render_views)
+            project.export_inputs(context, job_dir, targets, settings.padding, settings.texture_size, render_views)
         except _EXPORT_ERRORS as exc:  # ImageDataError and BakeExportError are ValueErrors
             service.discard_job_folder(job_dir)
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        on_result = project_result.applier([(t.name, t.uv_map) for t in targets], settings.new_material,
-                                           view_names, params.prompt)
-        job = service.submit("project_texture", params.to_dict(), on_result=on_result, job_dir=job_dir)
+        on_result = project_result.applier([(t.name, t.uv_map) for t in targets], settings.new_material, view_names)
+        job = service.submit(params, on_result=on_result, job_dir=job_dir)
         _skipped_note(self, skipped)
-        ended = job_report.finish(self, job, _projected)
-        _report_warnings(self, job)
-        return ended
+        return job_report.finish(self, job)
 
     @staticmethod
     def _cameras(context: bpy.types.Context, settings: Any) -> list[Any]:

@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from ..addon import passes, paths, render_result, render_sequence, service
-from ..addon.supervisor import Job
-from ..backend.params import ParamError
+from ..addon import paths, render_animation
+from ..addon.jobs import service
+from ..addon.jobs.supervisor import Job
+from ..addon.scene_export import passes
+from ..addon.scene_import import render
+from ..contract.tasks import ParamError, RenderOutputs, RenderParams, TaskOutputs
 from . import job_report
 
 if TYPE_CHECKING:
@@ -39,8 +42,8 @@ class SCENE_DIFFUSION_OT_render_controlnet(bpy.types.Operator):
             self.report({"ERROR"}, "Workbench renders no normal pass: use Cycles or EEVEE for the normal control")
             return {"CANCELLED"}
         if settings.animation:
-            return self._animation(scene, settings, params.to_dict())
-        job_dir = service.new_job_folder("render")
+            return self._animation(scene, settings, params)
+        job_dir = service.new_job_folder(params.task)
         try:
             passes.render_passes(scene, job_dir / "inputs", params.width, params.height,
                                  settings.engine, settings.samples)
@@ -49,14 +52,14 @@ class SCENE_DIFFUSION_OT_render_controlnet(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
 
-        def on_result(job: Job, result: Any) -> None:
-            job.applied = render_result.apply_render(job.job_dir, result.outputs)
+        def on_result(job: Job, outputs: TaskOutputs) -> render.RenderApplied:
+            assert isinstance(outputs, RenderOutputs)
+            return render.apply_render(job.job_dir, outputs)
 
-        job = service.submit("render", params.to_dict(), on_result=on_result, job_dir=job_dir)
-        return job_report.finish(self, job, lambda j: f"'{render_result.RESULT_NAME}' "
-                                                      f"(seed {j.result.info['seed']}, {j.job_dir.name})")
+        job = service.submit(params, on_result=on_result, job_dir=job_dir)
+        return job_report.finish(self, job)
 
-    def _animation(self, scene: bpy.types.Scene, settings: Any, params: dict[str, Any]) -> set[OperatorReturnItems]:
+    def _animation(self, scene: bpy.types.Scene, settings: Any, params: RenderParams) -> set[OperatorReturnItems]:
         if settings.frame_end < settings.frame_start:
             self.report({"ERROR"}, f"the frame range {settings.frame_start}-{settings.frame_end} is empty")
             return {"CANCELLED"}
@@ -65,13 +68,13 @@ class SCENE_DIFFUSION_OT_render_controlnet(bpy.types.Operator):
         if problem:
             self.report({"ERROR"}, problem)
             return {"CANCELLED"}
-        current = render_sequence.current()
+        current = render_animation.current()
         if current is not None and not current.finished:
             self.report({"ERROR"}, "An animation is already rendering: cancel it first")
             return {"CANCELLED"}
-        if params["seed"] < 0:  # one seed for the whole sequence, recorded in every job
-            params["seed"] = random.randrange(2**31)
-        sequence = render_sequence.RenderSequence(
+        if params.seed < 0:  # one seed for the whole sequence, recorded in every job
+            params = params.replace(seed=random.randrange(2**31))
+        sequence = render_animation.RenderSequence(
             scene.name, list(range(settings.frame_start, settings.frame_end + 1)), folder, params,
             settings.engine, settings.samples, settings.seed_per_frame).start()
         done, total = sequence.progress

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import bpy
@@ -10,9 +9,9 @@ import bpy
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
-from ..addon import service, texture_result
-from ..addon.supervisor import Job
-from ..backend.params import ParamError
+from ..addon.jobs import service
+from ..addon.scene_import import texture
+from ..contract.tasks import ParamError
 from . import job_report
 
 
@@ -32,18 +31,11 @@ class SCENE_DIFFUSION_OT_generate_texture(bpy.types.Operator):
             return {"CANCELLED"}
         targets = [o.name for o in context.selected_objects if o.type == "MESH"]
         skipped = [o.name for o in context.selected_objects if o.type != "MESH"]
-        on_result = texture_result.applier(params.prompt, targets, settings.assign_material, settings.height_mode)
-        job = service.submit("texture", params.to_dict(), on_result=on_result)
+        on_result = texture.applier(params.prompt, targets, settings.assign_material, settings.height_mode)
+        job = service.submit(params, on_result=on_result)
         if skipped:
             self.report({"INFO"}, f"Not meshes, left as they are: {', '.join(skipped)}")
-        return job_report.finish(self, job, _texture_done)
-
-
-def _texture_done(job: Job) -> str:
-    applied = job.applied
-    where = f" on {', '.join(applied.objects)}" if applied.objects else ""
-    seed = job.result.info.get("seed") if job.result else "?"
-    return f"Texture '{applied.image}'{where} (seed {seed}, {Path(job.job_dir).name})"
+        return job_report.finish(self, job)
 
 
 classes = (SCENE_DIFFUSION_OT_generate_texture,)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from ..addon import service
+from ..addon.jobs import service
 
 
 class SCENE_DIFFUSION_PT_backend(bpy.types.Panel):

@@ -7,7 +7,7 @@ from typing import Any
 import bpy
 
 from ..addon import previews
-from ..addon.supervisor import CANCELLED, DONE, FAILED, Job
+from ..addon.jobs.supervisor import CANCELLED, DONE, FAILED, Job
 
 
 def draw_job(layout: bpy.types.UILayout, job: Job | None) -> None:

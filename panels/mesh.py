@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from ..addon import service
+from ..addon.jobs import service
 from .job_status import draw_job, draw_seed
 
 
@@ -42,7 +42,7 @@ class SCENE_DIFFUSION_PT_mesh(bpy.types.Panel):
         sub.enabled = settings.bake_texture
         sub.prop(settings, "texture_size", text="")
         layout.operator("scene_diffusion.image_to_mesh", icon="MESH_MONKEY")
-        layout.operator("scene_diffusion.import_generated_mesh", icon="IMPORT")
+        layout.operator("scene_diffusion.import_mesh", icon="IMPORT")
         jobs = [j for j in service.supervisor().jobs.values() if j.task in ("mesh", "import_mesh")]
         draw_job(layout, max(jobs, key=lambda j: j.submitted, default=None))
 

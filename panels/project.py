@@ -7,7 +7,7 @@ from typing import Any
 
 import bpy
 
-from ..addon import service
+from ..addon.jobs import service
 from .job_status import draw_job, draw_seed
 
 _TASKS = ("bake", "project_texture")

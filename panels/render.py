@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import bpy
 
-from ..addon import render_sequence, service
+from ..addon import render_animation
+from ..addon.jobs import service
 from .job_status import draw_job, draw_seed
 
 
@@ -62,7 +63,7 @@ class SCENE_DIFFUSION_PT_render(bpy.types.Panel):
             col.prop(settings, "frame_end")
             col.prop(settings, "seed_per_frame")
             col.prop(settings, "output_dir")
-            sequence = render_sequence.current()
+            sequence = render_animation.current()
             if sequence is not None:
                 done, total = sequence.progress
                 state = "cancelled" if sequence.cancelled else ("failed" if sequence.error else

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from ..addon import service
+from ..addon.jobs import service
 
 
 def draw(self: bpy.types.Header, context: bpy.types.Context) -> None:

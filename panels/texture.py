@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from ..addon import service
+from ..addon.jobs import service
 from .job_status import draw_job, draw_seed
 
 

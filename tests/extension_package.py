@@ -18,7 +18,7 @@ _link_dir: Path | None = None
 
 
 def import_addon_module(name: str) -> ModuleType:
-    """``import_addon_module("addon.supervisor")`` -> scene_diffusion.addon.supervisor."""
+    """``import_addon_module("addon.jobs.supervisor")`` -> scene_diffusion.addon.jobs.supervisor."""
     global _link_dir
     if _link_dir is None:
         _link_dir = Path(tempfile.mkdtemp(prefix="scene-diffusion-pkg-"))

@@ -1,2 +1,2 @@
-"""Pure numpy geometry for image-to-3D: mesh files and arrays (mesh_io), the subject of a picture
-(subject). No torch, no bpy."""
+"""Geometry for image-to-3D: mesh arrays (mesh_data), mesh files (mesh_files, obj_ply), the subject of a
+picture (subject). No torch, no bpy."""

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import OpenEXR
 
-from backend.jobfolder import temp_path_for
+from contract.jobfolder import temp_path_for
 
 COMPRESSIONS = ("zip", "piz", "dwaa", "none")
 _COMPRESSION_CODES = {

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from backend.jobfolder import temp_path_for
+from contract.jobfolder import temp_path_for
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Render passes from Blender -> ControlNet conditioning images (depth, normal, Canny). Pure numpy + OpenCV.
+"""Render passes from Blender, found in its multilayer EXR: Combined, Depth and Normal as numpy arrays.
+The ControlNet conversions of these passes are in ``backend.imaging.control``.
 
 Blender renders the scene from the active camera into ONE multilayer EXR (Combined, Depth, Normal) and
 writes the camera as ``camera.json`` (``CameraInfo``). Each conversion below is one function with its
@@ -50,26 +51,16 @@ What Blender 5.0.1 (the ``bpy`` module, Cycles on the CPU) writes, measured with
   ``eevee.taa_render_samples = 1`` 5.6 s first, 2.8 s the next. Render
   passes with Cycles at 1 sample.
 
-Conventions of the outputs
---------------------------
-- Depth control (``depth_to_control``): normalised inverse depth, near bright, far dark, as MiDaS-style
-  depth ControlNets were trained on; background 0.
-- Normal control (``normals_to_control``): camera-space normals encoded as colour; "bae" is what
-  ControlNet v1.1 normalbae was trained on, see ``NORMAL_ENCODINGS``.
-- Canny (``canny_edges``): OpenCV's Canny on the 8-bit sRGB image, as controlnet_aux's detector does.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-import cv2
 import numpy as np
 
-from backend.imaging.color import linear_to_srgb
 from backend.imaging.exr import ExrImage
 
 PASS_NAMES = ("combined", "depth", "normal")
@@ -82,206 +73,11 @@ BACKGROUND_DEPTH = 1.0e10
 BACKGROUND_DEPTH_MIN = 1.0e9
 CLIP_END_TOLERANCE = 1.0e-3  # depth >= clip_end * (1 - this) is background when clip_end is given
 
-# Camera-space normal (x right, y up, z toward the viewer, Blender's camera axes) -> the vector a normal
-# ControlNet's colours encode, colour = (sign * n + 1) / 2 per channel.
-# "opengl": R = right, G = up, B = toward the viewer.
-# "bae": R = LEFT, G = up, B = toward the viewer. NormalBaeDetector (controlnet_aux 0.0.10, as the ControlNet
-#   v1.1 annotator) writes colour = (n + 1) / 2 of the network's raw output, channels in its order, so the
-#   convention is that of its training normals. ControlNet v1.1's README describes that protocol as NYU-V2's
-#   visualisation, "blue is front, red is left, green is top", and says rendered normal maps work when their
-#   colours follow it (recalled from the README, not re-read here; the mapping was not checked against the
-#   detector's output on a real image). The axis signs match ControlNet 1.0's normal-from-depth annotator
-#   too: x from the rightward gradient of inverse depth (positive where the surface turns left), y from the
-#   downward one (positive where it turns up) - though 1.0 stored them in reversed channel order. If
-#   generated images look lit from the mirrored side, the red sign is the one to flip.
-NORMAL_ENCODINGS: dict[str, tuple[float, float, float]] = {
-    "bae": (-1.0, 1.0, 1.0),
-    "opengl": (1.0, 1.0, 1.0),
-}
-# Pixels without geometry in a normal control image: the encoding of (0, 0, -1), a normal facing straight
-# away from the viewer - no visible surface has it, so the colour means "nothing here" in both encodings.
-NORMAL_BACKGROUND_COLOR = (0.5, 0.5, 0.0)
-
 _NORMAL_EPS = 1e-6
 
 
 class PassError(ValueError):
     """A render pass, a camera description or an argument that cannot be used; the message says which."""
-
-
-# --- camera -----------------------------------------------------------------------------------------------------
-
-
-def _number(d: Mapping[str, Any], key: str, *, positive: bool = False) -> float:
-    value = d[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise PassError(f"camera {key!r} must be a finite number, got {value!r}")
-    if positive and value <= 0:
-        raise PassError(f"camera {key!r} must be greater than 0, got {value!r}")
-    return float(value)
-
-
-def _integer(d: Mapping[str, Any], key: str) -> int:
-    value = d[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise PassError(f"camera {key!r} must be a whole number greater than 0, got {value!r}")
-    return value
-
-
-def _choice(d: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
-    value = d[key]
-    if value not in allowed:
-        raise PassError(f"camera {key!r} must be one of {', '.join(allowed)}, got {value!r}")
-    return str(value)
-
-
-def _matrix(value: Any) -> list[list[float]]:
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise PassError(f"camera 'matrix_world' must be 4 rows of 4 numbers: {exc}") from exc
-    if array.shape != (4, 4) or not np.all(np.isfinite(array)):
-        raise PassError(f"camera 'matrix_world' must be 4 rows of 4 finite numbers, got shape {array.shape}")
-    if np.any(np.linalg.norm(array[:3, :3], axis=0) < 1e-12):
-        raise PassError("camera 'matrix_world' has a zero-length axis (scale 0)")
-    return [[float(x) for x in row] for row in array]
-
-
-@dataclass(frozen=True)
-class CameraInfo:
-    """A Blender camera as the add-on writes it to the job folder (``camera.json``).
-
-    ``matrix_world``: the camera object's 4 x 4 camera-to-world matrix, row-major (``[list(row) for row in
-    obj.matrix_world]``); the camera looks down its local -Z, +X is right, +Y up in the image. Lengths in
-    Blender units, ``lens`` and sensor sizes in mm, shifts in units of the fitted image dimension (as in
-    Blender's UI). ``resolution_x/y``: the rendered size in pixels, ``resolution_percentage`` applied.
-    """
-
-    matrix_world: list[list[float]]
-    type: str  # "PERSP" | "ORTHO"
-    lens: float
-    sensor_width: float
-    sensor_height: float
-    sensor_fit: str  # "AUTO" | "HORIZONTAL" | "VERTICAL"
-    shift_x: float
-    shift_y: float
-    ortho_scale: float
-    clip_start: float
-    clip_end: float
-    resolution_x: int
-    resolution_y: int
-    pixel_aspect_x: float = 1.0
-    pixel_aspect_y: float = 1.0
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> CameraInfo:
-        """Read the camera.json object; unknown keys are ignored, missing or invalid ones raise PassError."""
-        if not isinstance(d, Mapping):
-            raise PassError(f"a camera must be a JSON object, got {type(d).__name__}")
-        required = ("matrix_world", "type", "lens", "sensor_width", "sensor_height", "sensor_fit", "shift_x",
-                    "shift_y", "ortho_scale", "clip_start", "clip_end", "resolution_x", "resolution_y")
-        missing = [key for key in required if key not in d]
-        if missing:
-            raise PassError(f"camera lacks {', '.join(repr(key) for key in missing)}")
-        camera = cls(
-            matrix_world=_matrix(d["matrix_world"]),
-            type=_choice(d, "type", CAMERA_TYPES),
-            lens=_number(d, "lens", positive=True),
-            sensor_width=_number(d, "sensor_width", positive=True),
-            sensor_height=_number(d, "sensor_height", positive=True),
-            sensor_fit=_choice(d, "sensor_fit", SENSOR_FITS),
-            shift_x=_number(d, "shift_x"),
-            shift_y=_number(d, "shift_y"),
-            ortho_scale=_number(d, "ortho_scale", positive=True),
-            clip_start=_number(d, "clip_start", positive=True),
-            clip_end=_number(d, "clip_end", positive=True),
-            resolution_x=_integer(d, "resolution_x"),
-            resolution_y=_integer(d, "resolution_y"),
-            pixel_aspect_x=_number(d, "pixel_aspect_x", positive=True) if "pixel_aspect_x" in d else 1.0,
-            pixel_aspect_y=_number(d, "pixel_aspect_y", positive=True) if "pixel_aspect_y" in d else 1.0,
-        )
-        if camera.clip_end <= camera.clip_start:
-            raise PassError(f"camera 'clip_end' ({camera.clip_end}) must be beyond 'clip_start' ({camera.clip_start})")
-        return camera
-
-    def to_dict(self) -> dict[str, Any]:
-        """The camera.json object (plain JSON types); ``from_dict(to_dict())`` gives the same camera."""
-        return {
-            "matrix_world": [[float(x) for x in row] for row in self.matrix_world],
-            "type": self.type,
-            "lens": self.lens,
-            "sensor_width": self.sensor_width,
-            "sensor_height": self.sensor_height,
-            "sensor_fit": self.sensor_fit,
-            "shift_x": self.shift_x,
-            "shift_y": self.shift_y,
-            "ortho_scale": self.ortho_scale,
-            "clip_start": self.clip_start,
-            "clip_end": self.clip_end,
-            "resolution_x": self.resolution_x,
-            "resolution_y": self.resolution_y,
-            "pixel_aspect_x": self.pixel_aspect_x,
-            "pixel_aspect_y": self.pixel_aspect_y,
-        }
-
-    def rotation(self) -> np.ndarray:
-        """3 x 3 camera-to-world rotation: the columns of ``matrix_world``'s upper 3 x 3, scale removed."""
-        linear = np.asarray(self.matrix_world, dtype=np.float64)[:3, :3]
-        return linear / np.linalg.norm(linear, axis=0, keepdims=True)
-
-    def location(self) -> np.ndarray:
-        return np.asarray(self.matrix_world, dtype=np.float64)[:3, 3].copy()
-
-    def view_plane(self) -> tuple[float, float, float, float]:
-        """(left, right, bottom, top) of the image in camera space: on the plane 1 unit in front of a
-        perspective camera, on the camera's own plane for an orthographic one.
-
-        Blender's rule (``BKE_camera_params_compute_viewplane``): the sensor (or ``ortho_scale``) spans the
-        fitted dimension; AUTO fits the larger of width * pixel_aspect_x and height * pixel_aspect_y and
-        then uses ``sensor_width`` whichever that is; VERTICAL uses ``sensor_height``. Shifts move the
-        image by that many fitted-dimension widths.
-        """
-        width, height = float(self.resolution_x), float(self.resolution_y)
-        aspect_x, aspect_y = self.pixel_aspect_x, self.pixel_aspect_y
-        ycor = aspect_y / aspect_x
-        fit = self.sensor_fit
-        if fit == "AUTO":
-            fit = "HORIZONTAL" if aspect_x * width >= aspect_y * height else "VERTICAL"
-        size = self.ortho_scale if self.type == "ORTHO" else (
-            (self.sensor_height if self.sensor_fit == "VERTICAL" else self.sensor_width) / self.lens)
-        view = width if fit == "HORIZONTAL" else ycor * height
-        pixel = size / view
-        dx, dy = self.shift_x * view, self.shift_y * view
-        return ((-0.5 * width + dx) * pixel, (0.5 * width + dx) * pixel,
-                (-0.5 * ycor * height + dy) * pixel, (0.5 * ycor * height + dy) * pixel)
-
-
-def camera_rays(camera: CameraInfo) -> tuple[np.ndarray, np.ndarray]:
-    """World-space rays through the pixel centres: (origins, directions), each H x W x 3 float64, row 0 at the top.
-
-    Directions have unit length ALONG THE VIEW AXIS (not unit length), so ``origin + Z * direction`` is the
-    world point a pixel with Blender depth Z sees (Z planar, see the module docstring). Perspective: every
-    origin is the camera location. Orthographic: origins lie on the camera's plane, directions all equal
-    the view axis.
-    """
-    width, height = camera.resolution_x, camera.resolution_y
-    left, right, bottom, top = camera.view_plane()
-    xs = left + (right - left) * (np.arange(width, dtype=np.float64) + 0.5) / width
-    ys = top - (top - bottom) * (np.arange(height, dtype=np.float64) + 0.5) / height
-    local = np.empty((height, width, 3), dtype=np.float64)
-    local[:, :, 0] = xs[None, :]
-    local[:, :, 1] = ys[:, None]
-    rotation = camera.rotation()
-    location = camera.location()
-    if camera.type == "ORTHO":
-        local[:, :, 2] = 0.0
-        origins = local @ rotation.T + location
-        directions = np.broadcast_to(-rotation[:, 2], (height, width, 3)).copy()
-    else:
-        local[:, :, 2] = -1.0
-        directions = local @ rotation.T
-        origins = np.broadcast_to(location, (height, width, 3)).copy()
-    return origins, directions
 
 
 # --- finding passes in the EXR -------------------------------------------------------------------------------------
@@ -462,125 +258,3 @@ def background_mask(depth: np.ndarray, clip_end: float | None = None) -> np.ndar
     with np.errstate(invalid="ignore"):
         visible = np.isfinite(z) & (z > 0) & (z < limit)
     return ~visible
-
-
-def depth_to_control(depth: np.ndarray, mask: np.ndarray | None = None, near_percentile: float = 1.0,
-                     far_percentile: float = 99.0) -> np.ndarray:
-    """Blender Z -> H x W float32 in [0, 1] for a depth ControlNet: inverse depth, near bright, far dark.
-
-    Depth ControlNets (SD 1.5 depth, v1.1 depth, SDXL depth) were trained on MiDaS-style relative inverse
-    depth normalised to the image. With ``visible = ~mask`` (``mask``: True for background; by default
-    ``background_mask(depth)``) and percentiles over the visible pixels only (numpy's linear interpolation)::
-
-        near = percentile(Z[visible], near_percentile)
-        far  = percentile(Z[visible], far_percentile)
-        control = clip((1 / Z - 1 / far) / (1 / near - 1 / far), 0, 1)   on visible pixels
-        control = 0                                                       on background
-
-    so the nearest ``near_percentile`` % of the geometry is 1, the farthest ``100 - far_percentile`` % is 0
-    (like the background), and one stray pixel does not stretch the range. If near == far (every visible
-    pixel at one depth, such as a wall facing the camera) the visible pixels are 1. No geometry: all 0.
-    """
-    z = np.asarray(depth, dtype=np.float32)
-    if z.ndim != 2:
-        raise PassError(f"depth must be H x W, got shape {z.shape}")
-    if not (0.0 <= near_percentile < far_percentile <= 100.0):
-        raise PassError(f"percentiles must satisfy 0 <= near ({near_percentile}) < far ({far_percentile}) <= 100")
-    background = background_mask(z) if mask is None else np.asarray(mask, dtype=bool)
-    if background.shape != z.shape:
-        raise PassError(f"mask shape {background.shape} differs from the depth's {z.shape}")
-    with np.errstate(invalid="ignore"):
-        visible = ~background & np.isfinite(z) & (z > 0)
-    out = np.zeros(z.shape, dtype=np.float32)
-    values = z[visible].astype(np.float64)
-    if values.size == 0:
-        return out
-    near, far = (float(v) for v in np.percentile(values, [near_percentile, far_percentile]))
-    if far - near <= 1e-9 * far:
-        out[visible] = 1.0
-        return out
-    inv_far = 1.0 / far
-    scaled = (1.0 / values - inv_far) / (1.0 / near - inv_far)
-    out[visible] = np.clip(scaled, 0.0, 1.0)
-    return out
-
-
-# --- normals -------------------------------------------------------------------------------------------------------
-
-
-def normals_to_camera(world_normals: np.ndarray, camera: CameraInfo) -> np.ndarray:
-    """World-space normals (... x 3) -> Blender camera space: +X right, +Y up, +Z toward the viewer (the camera
-    looks down -Z). A pure rotation by the transpose of ``camera.rotation()`` (scale removed); zeros stay zero."""
-    n = np.asarray(world_normals, dtype=np.float32)
-    if n.ndim < 1 or n.shape[-1] != 3:
-        raise PassError(f"normals must be ... x 3, got shape {n.shape}")
-    rotation = camera.rotation().astype(np.float32)
-    return np.asarray(n @ rotation, dtype=np.float32)  # row vectors: n @ R == (R^T n)^T
-
-
-def normals_to_control(world_normals: np.ndarray, camera: CameraInfo, encoding: str = "bae",
-                       mask: np.ndarray | None = None) -> np.ndarray:
-    """World-space normals -> H x W x 3 float32 colour in [0, 1] for a normal ControlNet.
-
-    n = unit camera-space normal (``normals_to_camera``: x right, y up, z toward the viewer);
-    colour = (sign * n + 1) / 2 with sign = ``NORMAL_ENCODINGS[encoding]``:
-      "opengl": (x, y, z)  - R right, G up, B toward the viewer; a surface facing the camera is (0.5, 0.5, 1).
-      "bae":    (-x, y, z) - R LEFT, G up, B toward the viewer ("blue is front, red is left, green is top"):
-                ControlNet v1.1 normalbae's convention, see ``NORMAL_ENCODINGS`` for how sure that is.
-    Background (``mask`` True; by default where the normal is zero or not finite) is
-    ``NORMAL_BACKGROUND_COLOR`` = (0.5, 0.5, 0), the encoding of a normal facing straight away.
-    """
-    if encoding not in NORMAL_ENCODINGS:
-        raise PassError(f"normal encoding must be one of {', '.join(NORMAL_ENCODINGS)}, got {encoding!r}")
-    world = np.asarray(world_normals, dtype=np.float32)
-    if world.ndim != 3 or world.shape[2] != 3:
-        raise PassError(f"normals must be H x W x 3, got shape {world.shape}")
-    n = unit_normals(normals_to_camera(world, camera))
-    background = ~np.any(n != 0.0, axis=2)
-    if mask is not None:
-        extra = np.asarray(mask, dtype=bool)
-        if extra.shape != background.shape:
-            raise PassError(f"mask shape {extra.shape} differs from the normals' {background.shape}")
-        background |= extra
-    sign = np.asarray(NORMAL_ENCODINGS[encoding], dtype=np.float32)
-    colour = np.clip((n * sign + 1.0) * 0.5, 0.0, 1.0).astype(np.float32)
-    colour[background] = np.asarray(NORMAL_BACKGROUND_COLOR, dtype=np.float32)
-    return colour
-
-
-# --- Canny ---------------------------------------------------------------------------------------------------------
-
-
-def canny_edges(combined_rgba: np.ndarray, low: int = 100, high: int = 200) -> np.ndarray:
-    """Combined pass (H x W x 3 or x 4 scene-linear, premultiplied) -> H x W float32 edge map, 1 on edges, else 0.
-
-    The colour is taken over black (premultiplied RGB as is), encoded to sRGB, clipped to [0, 1] and rounded
-    to 8 bits, then ``cv2.Canny(rgb8, low, high)`` on the three channels - what controlnet_aux's Canny
-    detector runs on an 8-bit RGB image (default thresholds 100 / 200, 3 x 3 Sobel, L1 gradient).
-    Thresholds need 0 <= low < high <= 1000.
-    """
-    rgba = np.asarray(combined_rgba, dtype=np.float32)
-    if rgba.ndim != 3 or rgba.shape[2] not in (3, 4):
-        raise PassError(f"the combined image must be H x W x 3 or H x W x 4, got shape {rgba.shape}")
-    for name, value in (("low", low), ("high", high)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise PassError(f"Canny {name} threshold must be a number, got {value!r}")
-    if not (0 <= low < high <= 1000):
-        raise PassError(f"Canny thresholds must satisfy 0 <= low < high <= 1000, got low {low}, high {high}")
-    srgb = np.nan_to_num(linear_to_srgb(rgba[:, :, :3]), nan=0.0, posinf=1.0, neginf=0.0)
-    rgb8 = (np.clip(srgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    edges = cv2.Canny(np.ascontiguousarray(rgb8), float(low), float(high))
-    return (edges > 0).astype(np.float32)
-
-
-def conditioning_rgb(image: np.ndarray) -> np.ndarray:
-    """A control image as H x W x 3 float32 for a pipeline: H x W or H x W x 1 repeated to grey RGB,
-    H x W x 3 as is, H x W x 4 without its alpha."""
-    array = np.asarray(image, dtype=np.float32)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise PassError(f"a conditioning image must be H x W, or H x W x 1, 3 or 4, got shape {np.shape(image)}")
-    if array.shape[2] == 1:
-        return np.repeat(array, 3, axis=2)
-    return np.ascontiguousarray(array[:, :, :3])

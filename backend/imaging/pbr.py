@@ -349,3 +349,10 @@ def derive_maps(color_linear: np.ndarray, settings: PbrSettings = DEFAULT_SETTIN
     ao = ao_from_height(height, settings.ao_radius, settings.ao_strength, settings.height_depth, settings.wrap)
     return PbrMaps(albedo=albedo, height=height, normal=normal, roughness=roughness, ao=ao,
                    metallic=np.zeros(height.shape, dtype=np.float32))
+
+
+def flip_green(normal: np.ndarray) -> np.ndarray:
+    """OpenGL <-> DirectX: the same tangent-space normal with Y pointing the other way."""
+    out = normal.copy()
+    out[:, :, 1] = 1.0 - out[:, :, 1]
+    return out

@@ -1,28 +1,24 @@
-"""One module per capability; each exposes ``run(ctx: JobContext) -> TaskOutput``."""
+"""One module per task, named like the task: ``run(ctx, params) -> outputs`` with the task's typed
+parameters and outputs from ``contract.tasks``."""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from contract.tasks import TASKS
 
 if TYPE_CHECKING:
-    from backend.tasks.context import JobContext, TaskOutput
+    from backend.tasks.context import JobContext
+    from contract.tasks import TaskOutputs
 
-# Task name -> module. Imported on first use so a typo in one task cannot stop the server.
-TASKS = {
-    "texture": "backend.tasks.texture",
-    "pbr": "backend.tasks.pbr",
-    "export_maps": "backend.tasks.export_maps",
-    "import_maps": "backend.tasks.import_maps",
-    "render": "backend.tasks.render",
-    "mesh": "backend.tasks.mesh",
-    "import_mesh": "backend.tasks.import_mesh",
-    "bake": "backend.tasks.bake",
-    "project_texture": "backend.tasks.project_texture",
-}
+TaskRun = Callable[["JobContext", Any], "TaskOutputs"]
 
 
-def get_task(name: str) -> Callable[[JobContext], TaskOutput]:
-    module = importlib.import_module(TASKS[name])
+def get_task(name: str) -> TaskRun:
+    """The task's ``run``; imported on first use so a broken task cannot stop the server."""
+    if name not in TASKS:
+        raise KeyError(name)
+    module = importlib.import_module(f"backend.tasks.{name}")
     return module.run  # type: ignore[no-any-return]

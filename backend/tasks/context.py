@@ -1,46 +1,36 @@
-"""What a task sees of the server: its job folder, progress, cancel and the model cache."""
+"""What a task sees of the server: its job folder, progress, cancel, the model cache, and the start
+every task shares (the seed it uses, timings recorded in job.json)."""
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend import jobfolder
-from backend.models import PipelineCache, Registry
+from backend.errors import JobCancelled, TaskError
+from backend.models import ModelSpec, PipelineCache, Registry
+from contract import jobfolder, messages
 
-
-class JobCancelled(Exception):
-    """Raised at the next step after a cancel request; the job yields no result."""
-
-
-class TaskError(Exception):
-    """A failure the user can act on: ``code`` from backend.protocol, a message and a hint."""
-
-    def __init__(self, code: str, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.code, self.message, self.hint = code, message, hint
-
-
-@dataclass
-class TaskOutput:
-    """Output name -> path relative to the job folder, plus facts for job.json."""
-
-    outputs: dict[str, str]
-    info: dict[str, Any] = field(default_factory=dict)
-
+__all__ = ["JobCancelled", "JobContext", "TaskError", "invalid"]
 
 ProgressFn = Callable[[int, int, "str | None", str], None]
+
+
+def invalid(message: str, hint: str = "") -> TaskError:
+    """The error for inputs that cannot be used (a file missing or malformed, a pass absent)."""
+    return TaskError(messages.INVALID_PARAMS, message, hint)
 
 
 @dataclass
 class JobContext:
     id: str
     job_dir: Path
-    params: dict[str, Any]
     registry: Registry
     models: PipelineCache
     device: str
@@ -56,6 +46,10 @@ class JobContext:
         if self.cancel_event.is_set():
             raise JobCancelled(self.id)
 
+    def input(self, relative: str) -> Path:
+        """A job input by its path relative to the job folder (the parameters checked it stays inside)."""
+        return self.job_dir / relative
+
     def output(self, name: str) -> Path:
         path = self.job_dir / jobfolder.OUTPUTS / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,3 +61,26 @@ class JobContext:
     def record(self, **changes: Any) -> None:
         """Add facts (seed, models, ...) to job.json as soon as they are known."""
         jobfolder.update_job(self.job_dir, **changes)
+
+    def seed(self, requested: int) -> int:
+        """The seed to use (``requested``, or a random one for -1), recorded in job.json."""
+        seed = requested if requested >= 0 else random.randrange(2**32)
+        self.record(seed=seed)
+        return seed
+
+    def record_models(self, **roles: ModelSpec | list[ModelSpec]) -> None:
+        """Which models each role used, in job.json."""
+        def entry(spec: ModelSpec) -> dict[str, Any]:
+            return {"name": spec.name, "source": spec.source, "family": spec.family, "tiny": spec.tiny}
+
+        self.record(models={role: [entry(s) for s in spec] if isinstance(spec, list) else entry(spec)
+                            for role, spec in roles.items()})
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Record how long the block took as ``timings.<name>`` in job.json (also when it fails)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.record(timings={name: round(time.perf_counter() - started, 3)})

@@ -1,36 +1,29 @@
-"""Maps from Blender (inputs/<map>.npy) -> EXR files (one per map, multilayer or multipart)
-or 16-bit PNGs in a folder of the artist's choosing, each written atomically."""
+"""Task "export_maps": maps from Blender (inputs/<map>.npy) -> EXR files (one per map, multilayer or multipart)
+or 16-bit PNGs in outputs/export/, each written atomically; the add-on moves them to the artist's folder."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from backend import protocol
 from backend.imaging.color import srgb_to_linear
 from backend.imaging.exr import MAP_CHANNELS, write_exr, write_png16
-from backend.params import ExportMapsParams, ParamError
-from backend.tasks.context import JobContext, TaskError, TaskOutput
-from backend.tasks.maps import provenance
+from backend.imaging.map_files import provenance
+from backend.imaging.pbr import flip_green
+from backend.tasks.context import JobContext, invalid
+from contract.tasks import ExportMapsOutputs, ExportMapsParams
+from contract.tasks.pbr import EXPORT_FOLDER
 
 COLOUR_MAPS = {"albedo"}  # DWAA is lossy: fine for colour, never for data maps
-
-
-def flip_green(normal: np.ndarray) -> np.ndarray:
-    """OpenGL <-> DirectX: the same tangent-space normal with Y pointing the other way."""
-    out = normal.copy()
-    out[:, :, 1] = 1.0 - out[:, :, 1]
-    return out
 
 
 def load_maps(ctx: JobContext, params: ExportMapsParams) -> dict[str, np.ndarray]:
     maps: dict[str, np.ndarray] = {}
     for name in params.maps:
-        path = ctx.job_dir / "inputs" / f"{name}.npy"
+        path = ctx.input(params.map_input(name))
         if not path.is_file():
-            raise TaskError(protocol.INVALID_PARAMS, f"map {name!r} was not written to {path}")
+            raise invalid(f"map {name!r} was not written to {path}")
         array = np.load(path).astype(np.float32, copy=False)
         if params.colorspaces.get(name) == "srgb":
             array = srgb_to_linear(array)  # EXR holds scene-linear values
@@ -41,22 +34,13 @@ def load_maps(ctx: JobContext, params: ExportMapsParams) -> dict[str, np.ndarray
     return maps
 
 
-def run(ctx: JobContext) -> TaskOutput:
-    try:
-        params = ExportMapsParams.from_dict(ctx.params)
-    except ParamError as exc:
-        raise TaskError(protocol.INVALID_PARAMS, str(exc)) from None
-    folder = Path(params.directory)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TaskError(protocol.INVALID_PARAMS, f"cannot create {folder}: {exc.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise TaskError(protocol.INVALID_PARAMS, f"{folder} is not writable", "choose another folder")
+def run(ctx: JobContext, params: ExportMapsParams) -> ExportMapsOutputs:
+    """The files land in outputs/export/ under their final names; the add-on moves them to the artist's folder."""
+    folder = ctx.input(EXPORT_FOLDER)
+    folder.mkdir(parents=True, exist_ok=True)
     maps = load_maps(ctx, params)
     attributes = provenance(normal_convention=params.normal_convention, **params.attributes)
-    written = [str(p) for p in _write(folder, params, maps, attributes)]
-    return TaskOutput(outputs={}, info={"files": written, "folder": str(folder)})
+    return ExportMapsOutputs(exported=[ctx.relative(p) for p in _write(folder, params, maps, attributes)])
 
 
 def _write(folder: Path, params: ExportMapsParams, maps: dict[str, np.ndarray],

@@ -16,48 +16,27 @@ on a fixed 128-cell grid, so the task asks it for the latent and calls the rende
 
 from __future__ import annotations
 
-import random
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from backend import protocol
-from backend.geometry.mesh_io import MeshData, clean, flipped, save_npz, signed_volume, write_glb, write_ply
+from backend.diffusion.steps import forwards_reported
+from backend.geometry.mesh_data import MeshData, clean, flipped, signed_volume
+from backend.geometry.mesh_files import save_npz, write_glb, write_ply
 from backend.geometry.subject import SubjectError, subject_image
 from backend.imaging.color import linear_to_srgb
 from backend.imaging.image_io import read_image, to_uint8, write_png
-from backend.params import MeshParams, ParamError
-from backend.tasks.context import JobContext, TaskError, TaskOutput
-
-
-@contextmanager
-def steps_reported(ctx: JobContext, module: torch.nn.Module, total: int) -> Iterator[list[int]]:
-    """Report each forward of ``module`` as a step of ``total`` and raise JobCancelled before the
-    next forward once the job is cancelled. Yields the count of forwards so far (a one-item list)."""
-    count = [0]
-
-    def before_forward(_module: Any, _args: Any) -> None:
-        ctx.check_cancelled()
-        count[0] += 1
-        ctx.progress(min(count[0], total), total, message="denoising")
-
-    handle = module.register_forward_pre_hook(before_forward)
-    try:
-        yield count
-    finally:
-        handle.remove()
+from backend.tasks.context import JobContext, invalid
+from contract.tasks import MeshOutputs, MeshParams
 
 
 def load_picture(path: Path, colorspace: str) -> np.ndarray:
     """The source as H x W x C float32, display-encoded (sRGB), alpha kept: PNG, JPEG and whatever
     Pillow reads (8-bit sRGB), or .npy (H x W x C float, ``colorspace`` "srgb" or "linear")."""
     if not path.is_file():
-        raise TaskError(protocol.INVALID_PARAMS, f"source image {path.name} does not exist in the job folder")
+        raise invalid(f"source image {path.name} does not exist in the job folder")
     try:
         if path.suffix.lower() == ".npy":
             pixels = np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
@@ -72,8 +51,8 @@ def load_picture(path: Path, colorspace: str) -> np.ndarray:
             return pixels
         return read_image(path)
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow raises SyntaxError for some damaged files
-        raise TaskError(protocol.INVALID_PARAMS, f"{path.name} is not a readable image: {exc}",
-                        "use a PNG or JPEG picture of the subject") from None
+        raise invalid(f"{path.name} is not a readable image: {exc}",
+                      "use a PNG or JPEG picture of the subject") from None
 
 
 def mesh_from_shap_e(decoded: Any) -> MeshData:
@@ -95,54 +74,47 @@ def prior_evaluations(pipe: Any, steps: int) -> int:
     return len(scheduler.timesteps)
 
 
-def run(ctx: JobContext) -> TaskOutput:
-    try:
-        params = MeshParams.from_dict(ctx.params)
-    except ParamError as exc:
-        raise TaskError(protocol.INVALID_PARAMS, str(exc)) from None
-    picture = load_picture(ctx.job_dir / params.source, params.source_colorspace)
+def run(ctx: JobContext, params: MeshParams) -> MeshOutputs:
+    picture = load_picture(ctx.input(params.source), params.source_colorspace)
     try:
         subject, mask = subject_image(picture, params.background, params.tolerance)
     except SubjectError as exc:
-        raise TaskError(protocol.INVALID_PARAMS, f"{Path(params.source).name}: {exc}") from None
-    outputs = {"subject": ctx.relative(write_png(ctx.output("subject.png"), subject))}
+        raise invalid(f"{Path(params.source).name}: {exc}") from None
+    subject_png = write_png(ctx.output("subject.png"), subject)
 
     spec = ctx.registry.resolve("image_to_3d", params.model or None)
-    seed = params.seed if params.seed >= 0 else random.randrange(2**32)
-    ctx.record(seed=seed, models={"image_to_3d": {"name": spec.name, "source": spec.source, "family": spec.family}})
-    started = time.perf_counter()
-    pipe = ctx.models.image_to_3d(spec)
-    loaded = time.perf_counter()
-    ctx.record(timings={"load_s": round(loaded - started, 3)})
+    seed = ctx.seed(params.seed)
+    ctx.record_models(image_to_3d=spec)
+    with ctx.timed("load_s"):
+        pipe = ctx.models.image_to_3d(spec)
     ctx.check_cancelled()
 
     from PIL import Image
 
     total = prior_evaluations(pipe, params.steps) + 1  # + extracting the surface
-    with steps_reported(ctx, pipe.prior, total):
-        latents = pipe(Image.fromarray(to_uint8(subject)), num_inference_steps=params.steps,
-                       guidance_scale=params.guidance, generator=torch.Generator(device="cpu").manual_seed(seed),
-                       output_type="latent").images
-    ctx.check_cancelled()
-    ctx.progress(total - 1, total, message="extracting the surface")
-    decoded = pipe.shap_e_renderer.decode_to_mesh(latents[0][None], pipe.device, grid_size=params.frame_size)
-    mesh, removed = clean(mesh_from_shap_e(decoded))
-    # Marching cubes on a field padded with "outside" gives closed surfaces; their normals must point out
-    # (the winding follows the checkpoint's lookup table, so check rather than trust it).
-    turned = signed_volume(mesh) < 0
-    if turned:
-        mesh = flipped(mesh)
-    generated = time.perf_counter()
-    ctx.record(timings={"generate_s": round(generated - loaded, 3)})
+    with ctx.timed("generate_s"):
+        with forwards_reported(ctx, pipe.prior, total, message="denoising"):
+            latents = pipe(Image.fromarray(to_uint8(subject)), num_inference_steps=params.steps,
+                           guidance_scale=params.guidance, generator=torch.Generator(device="cpu").manual_seed(seed),
+                           output_type="latent").images
+        ctx.check_cancelled()
+        ctx.progress(total - 1, total, message="extracting the surface")
+        decoded = pipe.shap_e_renderer.decode_to_mesh(latents[0][None], pipe.device, grid_size=params.frame_size)
+        mesh, removed = clean(mesh_from_shap_e(decoded))
+        # Marching cubes on a field padded with "outside" gives closed surfaces; their normals must point out
+        # (the winding follows the checkpoint's lookup table, so check rather than trust it).
+        turned = signed_volume(mesh) < 0
+        if turned:
+            mesh = flipped(mesh)
     if mesh.face_count == 0:
-        raise TaskError(protocol.INVALID_PARAMS, "the model found no surface in this picture (an empty mesh)",
-                        "try another seed, more steps, or a picture with one clearly separated subject")
-    outputs["mesh"] = ctx.relative(save_npz(ctx.output("mesh.npz"), mesh))
-    outputs["glb"] = ctx.relative(write_glb(ctx.output("mesh.glb"), mesh))
-    outputs["ply"] = ctx.relative(write_ply(ctx.output("mesh.ply"), mesh))
+        raise invalid("the model found no surface in this picture (an empty mesh)",
+                      "try another seed, more steps, or a picture with one clearly separated subject")
+    outputs = MeshOutputs(
+        mesh=ctx.relative(save_npz(ctx.output("mesh.npz"), mesh)), subject=ctx.relative(subject_png),
+        glb=ctx.relative(write_glb(ctx.output("mesh.glb"), mesh)),
+        ply=ctx.relative(write_ply(ctx.output("mesh.ply"), mesh)),
+        seed=seed, model=spec.source, vertices=mesh.vertex_count, faces=mesh.face_count, removed=removed,
+        flipped_normals=turned, frame_size=params.frame_size, subject_pixels=int(mask.sum()),
+        colors="scene-linear RGBA" if mesh.colors is not None else "", triangles_only=mesh.triangles_only)
     ctx.progress(total, total)
-    return TaskOutput(outputs, info={"seed": seed, "model": spec.source, "vertices": mesh.vertex_count,
-                                     "faces": mesh.face_count, "removed": removed, "flipped_normals": turned,
-                                     "frame_size": params.frame_size,
-                                     "subject_pixels": int(mask.sum()), "axes": "Z up (Blender)",
-                                     "colors": "scene-linear RGBA"})
+    return outputs

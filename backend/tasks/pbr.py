@@ -7,20 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
-from backend import protocol
 from backend.imaging.color import srgb_to_linear
 from backend.imaging.exr import read_exr
 from backend.imaging.image_io import is_greyscale, read_image
+from backend.imaging.map_files import provenance, write_map_set
 from backend.imaging.pbr import PbrMaps, PbrSettings, derive_maps
-from backend.params import ParamError, PbrParams
-from backend.tasks.context import JobContext, TaskError, TaskOutput
-from backend.tasks.maps import provenance, write_map_set
+from backend.tasks.context import JobContext, invalid
+from contract.tasks import PbrOutputs, PbrParams
 
 
 def load_color(path: Path, colorspace: str) -> np.ndarray:
     """The source as scene-linear H x W x 3 float32, with a clear error for what is not colour."""
     if not path.is_file():
-        raise TaskError(protocol.INVALID_PARAMS, f"source image {path} does not exist")
+        raise invalid(f"source image {path} does not exist")
     try:
         if path.suffix == ".npy":
             pixels = np.load(path)
@@ -33,13 +32,12 @@ def load_color(path: Path, colorspace: str) -> np.ndarray:
                 raise ValueError("it has a single (grey) channel")
             pixels = read_image(path)
     except (OSError, ValueError) as exc:
-        raise TaskError(protocol.INVALID_PARAMS, f"{path.name} is not a readable image: {exc}") from None
+        raise invalid(f"{path.name} is not a readable image: {exc}") from None
     pixels = np.asarray(pixels, dtype=np.float32)
     if pixels.ndim != 3 or pixels.shape[2] < 3 or 0 in pixels.shape:
-        raise TaskError(protocol.INVALID_PARAMS,
-                        f"{path.name} is {'x'.join(map(str, pixels.shape))}: PBR maps need a colour "
-                        "(RGB) image with at least one pixel",
-                        "use a colour image; a single-channel image has no colour to derive from")
+        raise invalid(f"{path.name} is {'x'.join(map(str, pixels.shape))}: PBR maps need a colour "
+                      "(RGB) image with at least one pixel",
+                      "use a colour image; a single-channel image has no colour to derive from")
     rgb = pixels[:, :, :3]
     return srgb_to_linear(rgb) if colorspace == "srgb" else rgb
 
@@ -51,12 +49,8 @@ def settings_from(params: PbrParams) -> PbrSettings:
                        ao_strength=params.ao_strength, wrap=params.seamless)
 
 
-def run(ctx: JobContext) -> TaskOutput:
-    try:
-        params = PbrParams.from_dict(ctx.params)
-    except ParamError as exc:
-        raise TaskError(protocol.INVALID_PARAMS, str(exc)) from None
-    color = load_color(ctx.job_dir / params.source, params.source_colorspace)
+def run(ctx: JobContext, params: PbrParams) -> PbrOutputs:
+    color = load_color(ctx.input(params.source), params.source_colorspace)
     ctx.progress(0, 1, message="deriving maps")
     if params.method == "marigold":
         from backend.tasks.pbr_marigold import marigold_maps
@@ -65,12 +59,13 @@ def run(ctx: JobContext) -> TaskOutput:
     else:
         maps = derive_maps(color, settings_from(params))
     ctx.check_cancelled()
-    outputs = write_map_set(ctx, maps.as_layers(), provenance(method=params.method, **params.attributes))
+    files, combined = write_map_set(ctx.output, maps.as_layers(), provenance(method=params.method, **params.attributes))
     ctx.progress(1, 1)
-    return TaskOutput(outputs, info=_info(maps, params.method))
+    return outputs(ctx, maps, files, combined, params.method)
 
 
-def _info(maps: PbrMaps, method: str) -> dict[str, object]:
+def outputs(ctx: JobContext, maps: PbrMaps, files: dict[str, Path], combined: Path, method: str) -> PbrOutputs:
     height, width = maps.height.shape
-    return {"method": method, "width": width, "height": height,
-            "roughness_mean": round(float(maps.roughness.mean()), 4)}
+    return PbrOutputs(maps={name: ctx.relative(path) for name, path in files.items()},
+                      maps_exr=ctx.relative(combined), method=method, width=width, height=height,
+                      roughness_mean=round(float(maps.roughness.mean()), 4))

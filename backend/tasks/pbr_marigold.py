@@ -8,33 +8,14 @@ job is cancelled.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import numpy as np
 import torch
 
+from backend.diffusion.steps import forwards_reported
 from backend.imaging.color import linear_to_srgb, srgb_to_linear
 from backend.imaging.pbr import PbrMaps, PbrSettings, derive_maps, encode_normal
-from backend.params import PbrParams
 from backend.tasks.context import JobContext
-
-
-@contextmanager
-def _steps_reported(ctx: JobContext, unet: torch.nn.Module, done: int, total: int) -> Iterator[None]:
-    count = [done]
-
-    def before_step(module: Any, args: Any) -> None:
-        ctx.check_cancelled()
-        count[0] += 1
-        ctx.progress(count[0], total)
-
-    handle = unet.register_forward_pre_hook(before_step)
-    try:
-        yield
-    finally:
-        handle.remove()
+from contract.tasks import PbrParams
 
 
 def _named(registry_names: str) -> tuple[str | None, str | None]:
@@ -48,14 +29,13 @@ def marigold_maps(ctx: JobContext, color_linear: np.ndarray, params: PbrParams,
     intrinsics_name, normals_name = _named(params.model)
     intrinsics_spec = ctx.registry.resolve("intrinsics", intrinsics_name)
     normals_spec = ctx.registry.resolve("normals", normals_name)
-    ctx.record(models={"intrinsics": {"name": intrinsics_spec.name, "source": intrinsics_spec.source},
-                       "normals": {"name": normals_spec.name, "source": normals_spec.source}})
+    ctx.record_models(intrinsics=intrinsics_spec, normals=normals_spec)
     intrinsics = ctx.models.marigold(intrinsics_spec)
     normals = ctx.models.marigold(normals_spec)
     # Marigold was trained on ordinary (sRGB-encoded) photographs.
     srgb = np.clip(linear_to_srgb(color_linear), 0.0, 1.0)
     total = 2 * params.steps
-    with _steps_reported(ctx, intrinsics.unet, 0, total):
+    with forwards_reported(ctx, intrinsics.unet, total):
         out = intrinsics(srgb, num_inference_steps=params.steps, output_type="np",
                          generator=torch.Generator("cpu").manual_seed(params.seed))
     targets = intrinsics.target_properties
@@ -63,7 +43,7 @@ def marigold_maps(ctx: JobContext, color_linear: np.ndarray, params: PbrParams,
     albedo = prediction[targets["target_names"].index("albedo")]
     material = prediction[targets["target_names"].index("material")]
     sub = targets["material"]["sub_target_names"]
-    with _steps_reported(ctx, normals.unet, params.steps, total):
+    with forwards_reported(ctx, normals.unet, total, params.steps):
         normal = normals(srgb, num_inference_steps=params.steps, output_type="np",
                          generator=torch.Generator("cpu").manual_seed(params.seed)).prediction[0]
     # Marigold's normals have X right and Y up the image: OpenGL tangent space for a face-on texture.

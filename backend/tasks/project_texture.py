@@ -1,10 +1,10 @@
 """Texture objects from a prompt (task "project_texture"): one image per view, generated with depth (and
 optionally normal) ControlNets from the view's passes, then projected and baked into each object's UV map
-exactly as task "bake" does.
+exactly as task "project_image" does.
 
 Inputs (``ProjectTextureParams``): the objects' MESH.npz files and the views file
-(``backend/tasks/bake_inputs.py``) whose views carry a camera and passes (Depth; Normal when normal_weight > 0),
-no images. The conditioning is the render task's (``backend.tasks.render.control_images``), at the generation
+(``contract/formats/views.py``) whose views carry a camera and passes (Depth; Normal when normal_weight > 0),
+no images. The conditioning is the render task's (``backend.diffusion.conditioning.control_images``), at the generation
 size (width x height, stretched over each camera's frame). View k uses seed + k.
 
 Sequential (the default): view 0 is generated from its passes alone. Before view k >= 1, every object is baked
@@ -14,47 +14,41 @@ ControlNet inpaint pipeline then repaints the rest (mask = not known, strength 1
 image) and the known pixels are pasted back exactly, so where views overlap they agree. Independent: every view
 is generated on its own by the ControlNet text-to-image pipeline.
 
-Outputs: those of task "bake" (``texture_<i>``, ``texture_<i>_png`` per object) plus ``view_<k>``, the image
-generated for view k (8-bit sRGB PNG, width x height), and ``view_<k>_exr``, the same scene-linear as it was
-baked (float EXR, the view's seed in the header). Progress counts the denoising steps of every view, then
+Outputs (``ProjectTextureOutputs``): those of task "project_image" plus, per view k, the image generated for it
+(``view_images``: 8-bit sRGB PNG, width x height) and the same scene-linear as it was baked (``view_images_exr``:
+float EXR, the view's seed in the header). Progress counts the denoising steps of every view, then
 one step per object for the final bake; a cancel stops at the next denoising step or between objects.
 """
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from backend import protocol
-from backend.geometry.bake_mesh import BakeMesh
-from backend.imaging.bake import BakeSettings, bake, render_into_view
+from backend.diffusion.conditioning import control_images
+from backend.diffusion.steps import step_callback
 from backend.imaging.color import linear_to_srgb, srgb_to_linear
+from backend.imaging.control import conditioning_rgb
 from backend.imaging.exr import write_exr
 from backend.imaging.image_io import write_png
-from backend.imaging.passes import ScenePasses, conditioning_rgb
+from backend.imaging.map_files import provenance
+from backend.imaging.passes import ScenePasses
 from backend.models import controlnet_role
-from backend.params import ParamError, ProjectTextureParams
-from backend.tasks.bake import bake_info, bake_objects, settings, write_textures
-from backend.tasks.bake_inputs import ViewInput, load_meshes, load_views
-from backend.tasks.context import JobContext, TaskError, TaskOutput
-from backend.tasks.maps import provenance
-from backend.tasks.render import control_images
-from backend.tasks.steps import step_callback
+from backend.projection.bake import BakeSettings, bake, render_into_view
+from backend.projection.objects import bake_objects, coverage, settings, write_textures
+from backend.projection.views import ViewInput, load_meshes, load_views
+from backend.tasks.context import JobContext
+from contract.formats.surface import BakeMesh
+from contract.tasks import ProjectTextureOutputs, ProjectTextureParams
+from contract.tasks.project import ViewGeneration
 
 
-def run(ctx: JobContext) -> TaskOutput:
-    try:
-        params = ProjectTextureParams.from_dict(ctx.params)
-    except ParamError as exc:
-        raise TaskError(protocol.INVALID_PARAMS, str(exc)) from None
-    started = time.perf_counter()
+def run(ctx: JobContext, params: ProjectTextureParams) -> ProjectTextureOutputs:
     meshes = load_meshes(ctx.job_dir, params.meshes)
-    views = load_views(ctx.job_dir / params.views, need_image=False, need_depth=True,
+    views = load_views(ctx.input(params.views), need_image=False, need_depth=True,
                        need_normal=params.normal_weight > 0)
     controls = [(kind, weight) for kind, weight in (("depth", params.depth_weight), ("normal", params.normal_weight))
                 if weight > 0]
@@ -62,22 +56,54 @@ def run(ctx: JobContext) -> TaskOutput:
 
     base = ctx.registry.resolve("text_to_image", params.model or None)
     control_specs = [ctx.registry.resolve(controlnet_role(kind, base.family)) for kind, _ in controls]
-    seed = params.seed if params.seed >= 0 else random.randrange(2**32)
-    ctx.record(seed=seed, models={"text_to_image": {"name": base.name, "source": base.source, "family": base.family},
-                                  "controlnets": [{"name": s.name, "source": s.source} for s in control_specs]})
-    pipe = ctx.models.controlnet_pipeline(base, control_specs)
-    inpaint = (ctx.models.controlnet_pipeline(base, control_specs, inpaint=True)
-               if params.sequential and len(views) > 1 else None)
-    loaded = time.perf_counter()
-    ctx.record(timings={"load_s": round(loaded - started, 3)})
+    seed = ctx.seed(params.seed)
+    ctx.record_models(text_to_image=base, controlnets=control_specs)
+    with ctx.timed("load_s"):
+        pipe = ctx.models.controlnet_pipeline(base, control_specs)
+        inpaint = (ctx.models.controlnet_pipeline(base, control_specs, inpaint=True)
+                   if params.sequential and len(views) > 1 else None)
     ctx.check_cancelled()
 
+    with ctx.timed("generate_s"):
+        generated, kept = _generate(ctx, params, meshes, views, conditions, controls, pipe, inpaint, seed,
+                                    base.family)
+    warnings: list[str] = []
+    final_views = [view.bake_view(srgb_to_linear(image)) for view, image in zip(views, generated, strict=True)]
+    steps = len(views) * params.steps
+    with ctx.timed("bake_s"):
+        results = bake_objects(ctx, meshes, final_views, settings(params), warnings, steps, steps + len(meshes))
+
+    attributes = provenance(prompt=params.prompt, negative_prompt=params.negative_prompt, seed=seed, model=base.source,
+                            steps=params.steps, guidance=params.guidance,
+                            controls=",".join(f"{kind}={weight:g}" for kind, weight in controls),
+                            sequential=params.sequential, views=",".join(v.name for v in views), size=params.size)
+    with ctx.timed("write_s"):
+        textures, pngs = write_textures(ctx, meshes, results, attributes)
+        view_pngs, view_exrs = [], []
+        for k, (baked_view, image) in enumerate(zip(final_views, generated, strict=True)):
+            view_pngs.append(ctx.relative(write_png(ctx.output(f"views/view_{k:02d}.png"), image)))
+            exr = write_exr(ctx.output(f"views/view_{k:02d}.exr"), {"": baked_view.image},
+                            attributes={**attributes, "seed": str(seed + k), "view_name": baked_view.name})
+            view_exrs.append(ctx.relative(exr))
+    outputs = ProjectTextureOutputs(
+        textures=textures, textures_png=pngs, objects=coverage(meshes, results), warnings=warnings,
+        view_images=view_pngs, view_images_exr=view_exrs, seed=seed, width=params.width, height=params.height,
+        sequential=params.sequential,
+        views=[ViewGeneration(view.name, seed + k, kept[k]) for k, view in enumerate(views)])
+    ctx.record(objects=outputs.info()["objects"], warnings=warnings)
+    return outputs
+
+
+def _generate(ctx: JobContext, params: ProjectTextureParams, meshes: Sequence[BakeMesh], views: Sequence[ViewInput],
+              conditions: list[list[np.ndarray]], controls: list[tuple[str, float]], pipe: Any, inpaint: Any,
+              seed: int, family: str) -> tuple[list[np.ndarray], list[float]]:
+    """Each view's image (H x W x 3 float32 sRGB in [0, 1]) and the share of its pixels kept from earlier views."""
     bake_settings = settings(params)
     total = len(views) * params.steps + len(meshes)
-    generated: list[np.ndarray] = []  # per view: H x W x 3 float32 sRGB in [0, 1]
+    generated: list[np.ndarray] = []
     kept: list[float] = []
     for k, view in enumerate(views):
-        call = _call_arguments(ctx, params, controls, conditions[k], seed + k, base.family, total, k)
+        call = _call_arguments(ctx, params, controls, conditions[k], seed + k, family, total, k)
         if inpaint is None or k == 0:
             image = pipe(image=call.pop("control"), **call).images[0]
             kept.append(0.0)
@@ -89,31 +115,7 @@ def run(ctx: JobContext) -> TaskOutput:
             image = np.where(known[:, :, None], start, image)  # kept pixels exactly as rendered
             kept.append(round(float(known.mean()), 4))
         generated.append(np.ascontiguousarray(image, dtype=np.float32))
-    generate_done = time.perf_counter()
-    ctx.record(timings={"generate_s": round(generate_done - loaded, 3)})
-
-    warnings: list[str] = []
-    final_views = [view.bake_view(srgb_to_linear(image)) for view, image in zip(views, generated, strict=True)]
-    results = bake_objects(ctx, meshes, final_views, bake_settings, warnings, len(views) * params.steps, total)
-    baked = time.perf_counter()
-    ctx.record(timings={"bake_s": round(baked - generate_done, 3)})
-
-    attributes = provenance(prompt=params.prompt, negative_prompt=params.negative_prompt, seed=seed, model=base.source,
-                            steps=params.steps, guidance=params.guidance,
-                            controls=",".join(f"{kind}={weight:g}" for kind, weight in controls),
-                            sequential=params.sequential, views=",".join(v.name for v in views), size=params.size)
-    outputs = write_textures(ctx, meshes, results, attributes)
-    for k, (baked_view, image) in enumerate(zip(final_views, generated, strict=True)):
-        outputs[f"view_{k}"] = ctx.relative(write_png(ctx.output(f"views/view_{k:02d}.png"), image))
-        exr = write_exr(ctx.output(f"views/view_{k:02d}.exr"), {"": baked_view.image},
-                        attributes={**attributes, "seed": str(seed + k), "view_name": baked_view.name})
-        outputs[f"view_{k}_exr"] = ctx.relative(exr)
-    ctx.record(timings={"write_s": round(time.perf_counter() - baked, 3)})
-    info = bake_info(meshes, results, warnings)
-    info.update(seed=seed, width=params.width, height=params.height, sequential=params.sequential,
-                views=[{"name": view.name, "seed": seed + k, "kept_fraction": kept[k]} for k, view in enumerate(views)])
-    ctx.record(objects=info["objects"], warnings=warnings)
-    return TaskOutput(outputs, info=info)
+    return generated, kept
 
 
 def _conditioning(view: ViewInput, kinds: list[str], params: ProjectTextureParams) -> list[np.ndarray]:

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from backend import protocol
+from contract import messages
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,16 +37,16 @@ class BackendProcess:
         self.proc.stdin.write(line if line.endswith("\n") else line + "\n")
         self.proc.stdin.flush()
 
-    def send(self, message: protocol.Message) -> None:
-        self.send_raw(protocol.encode(message))
+    def send(self, message: messages.Message) -> None:
+        self.send_raw(messages.encode(message))
 
-    def next(self, timeout: float = 60.0) -> protocol.Message:
+    def next(self, timeout: float = 60.0) -> messages.Message:
         line = self.lines.get(timeout=timeout)
         assert line is not None, "backend closed stdout:\n" + "".join(s for s in self.stderr if s)
         json.loads(line)  # every stdout line is protocol JSON, nothing else
-        return protocol.decode(line)
+        return messages.decode(line)
 
-    def until(self, kinds: tuple[type, ...], timeout: float = 60.0) -> tuple[protocol.Message, list]:
+    def until(self, kinds: tuple[type, ...], timeout: float = 60.0) -> tuple[messages.Message, list]:
         seen = []
         while True:
             message = self.next(timeout)
@@ -57,7 +57,7 @@ class BackendProcess:
     def close(self) -> int:
         if self.proc.poll() is None:
             try:
-                self.send(protocol.Shutdown())
+                self.send(messages.Shutdown())
             except (BrokenPipeError, OSError):
                 pass
             try:

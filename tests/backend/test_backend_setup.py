@@ -6,7 +6,7 @@ import sys
 
 from extension_package import import_addon_module
 
-setup = import_addon_module("addon.backend_setup")
+setup = import_addon_module("addon.jobs.setup")
 
 
 def test_creates_a_venv_and_installs_a_requirements_file(tmp_path):

@@ -26,8 +26,9 @@ import numpy as np
 import pytest
 import torch
 
-from backend import models, protocol
+from backend import models
 from backend.models import ModelError, ModelSpec, PipelineCache
+from contract import messages
 
 SD15, SDXL = "sd15-tiny", "sdxl-tiny"
 # family -> (base model, the two control roles the multi-control tests use)
@@ -120,7 +121,7 @@ def test_no_sdxl_normal_controlnet_is_a_clear_missing_model(registry: models.Reg
     assert role == "controlnet_normal_sdxl"
     with pytest.raises(ModelError) as info:
         registry.resolve(role)
-    assert info.value.code == protocol.MODEL_MISSING
+    assert info.value.code == messages.MODEL_MISSING
     assert role in info.value.message and "controlnet_normal" in info.value.message  # lists roles
 
 
@@ -276,7 +277,7 @@ def test_sdxl_controlnet_on_sd15_base_is_a_family_error_before_loading(
                                       [registry.resolve("controlnet_depth"), registry.resolve("controlnet_depth_sdxl")],
                                       img2img=img2img)
         err = info.value
-        assert err.code == protocol.MODEL_FAMILY
+        assert err.code == messages.MODEL_FAMILY
         assert "'controlnet-depth-sdxl-tiny'" in err.message and "SDXL" in err.message
         assert "'sd15-tiny'" in err.message and "SD 1.5" in err.message
         assert "controlnet_depth" in err.hint  # the roles that fit the base model
@@ -295,7 +296,7 @@ def test_controlnet_declared_sd15_but_sdxl_on_disk_is_a_family_error_before_load
     with pytest.raises(ModelError) as info:
         cache.controlnet_pipeline(base(registry, "sd15"), [liar])
     err = info.value
-    assert err.code == protocol.MODEL_FAMILY
+    assert err.code == messages.MODEL_FAMILY
     assert "'depth-liar'" in err.message and "'sd15-tiny'" in err.message
     assert "declared SD 1.5" in err.message and "an SDXL model (ControlNetModel)" in err.message
     assert '"family": "sdxl"' in err.hint and "controlnet_depth" in err.hint
@@ -309,7 +310,7 @@ def test_a_missing_controlnet_fails_before_the_base_loads(registry: models.Regis
     for spec, words in ((ghost, "hf download nobody-here/not-a-controlnet"), (gone, str(tmp_path / "nothing"))):
         with pytest.raises(ModelError) as info:
             cache.controlnet_pipeline(base(registry, "sd15"), [spec])
-        assert info.value.code == protocol.MODEL_MISSING
+        assert info.value.code == messages.MODEL_MISSING
         assert words in info.value.message + info.value.hint
     assert cache.loaded() == []
 
@@ -326,23 +327,23 @@ def test_kinds_are_checked(registry: models.Registry, tiny_models: Path) -> None
     for base_spec, control_specs, words in cases:
         with pytest.raises(ModelError) as info:
             cache.controlnet_pipeline(base_spec, control_specs)
-        assert info.value.code == protocol.INVALID_PARAMS and words in info.value.message
+        assert info.value.code == messages.INVALID_PARAMS and words in info.value.message
     # Folders are checked too: a ControlNet entry pointing at a pipeline, and the reverse.
     pipeline_as_cn = ModelSpec("p", str(tiny_models / SD15), "sd15", "controlnet")
     with pytest.raises(ModelError) as info:
         cache.controlnet_pipeline(base(registry, "sd15"), [pipeline_as_cn])
-    assert info.value.code == protocol.MODEL_FAMILY
+    assert info.value.code == messages.MODEL_FAMILY
     assert "StableDiffusionPipeline, not a ControlNetModel" in info.value.message
     cn_as_base = ModelSpec("c", depth.source, "sd15", "text_to_image")
     with pytest.raises(ModelError) as info:
         cache.text_to_image(cn_as_base)
-    assert info.value.code == protocol.MODEL_FAMILY and '"kind": "controlnet"' in info.value.hint
+    assert info.value.code == messages.MODEL_FAMILY and '"kind": "controlnet"' in info.value.hint
     with pytest.raises(ModelError) as info:
         models.controlnet_role("depth", "marigold")
-    assert info.value.code == protocol.MODEL_FAMILY
+    assert info.value.code == messages.MODEL_FAMILY
     with pytest.raises(ModelError) as info:
         models.controlnet_role("pose", "sd15")
-    assert info.value.code == protocol.INVALID_PARAMS
+    assert info.value.code == messages.INVALID_PARAMS
     assert cache.loaded() == []
 
 
@@ -381,5 +382,5 @@ def test_controlnet_download_checks_config_json_first(tiny_models: Path, tmp_pat
     spec = ModelSpec("remote", "nobody-here/controlnet-sdxl", "sd15", "controlnet")
     with pytest.raises(ModelError) as info:
         cache.controlnet_pipeline(ModelSpec("b", str(tiny_models / SD15), "sd15", "text_to_image"), [spec])
-    assert info.value.code == protocol.MODEL_FAMILY and "SDXL" in info.value.message
+    assert info.value.code == messages.MODEL_FAMILY and "SDXL" in info.value.message
     assert fetched == [("nobody-here/controlnet-sdxl", "config.json")]

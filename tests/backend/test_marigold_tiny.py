@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from backend import models, protocol
+from backend import models
 from backend.models import ModelError, ModelSpec, PipelineCache
+from contract import messages
 
 INTRINSICS = "marigold-intrinsics-tiny"
 NORMALS = "marigold-normals-tiny"
@@ -154,10 +155,10 @@ def test_wrong_kind_is_invalid_params(registry: models.Registry) -> None:
     cache = PipelineCache("cpu", torch.float32)
     with pytest.raises(ModelError) as info:
         cache.marigold(registry.resolve("text_to_image"))
-    assert info.value.code == protocol.INVALID_PARAMS and "text_to_image" in info.value.message
+    assert info.value.code == messages.INVALID_PARAMS and "text_to_image" in info.value.message
     with pytest.raises(ModelError) as info:
         cache.text_to_image(registry.resolve("intrinsics"))
-    assert info.value.code == protocol.INVALID_PARAMS and "intrinsics" in info.value.message
+    assert info.value.code == messages.INVALID_PARAMS and "intrinsics" in info.value.message
     assert cache.loaded() == []
 
 
@@ -175,7 +176,7 @@ def test_intrinsics_declared_sd15_is_a_family_error_before_loading(
     with pytest.raises(ModelError) as info:
         cache.marigold(wrong)
     err = info.value
-    assert err.code == protocol.MODEL_FAMILY
+    assert err.code == messages.MODEL_FAMILY
     assert "'iid'" in err.message and "SD 1.5" in err.message
     assert "a Marigold model (MarigoldIntrinsicsPipeline)" in err.message
     assert '"family": "marigold"' in err.hint
@@ -190,7 +191,7 @@ def test_a_model_that_cannot_serve_the_kind_is_a_family_error(tiny_models: Path)
     swapped = ModelSpec("swapped", str(tiny_models / NORMALS), "marigold", "intrinsics")
     with pytest.raises(ModelError) as info:
         cache.marigold(swapped)
-    assert info.value.code == protocol.MODEL_FAMILY
+    assert info.value.code == messages.MODEL_FAMILY
     assert "MarigoldNormalsPipeline" in info.value.message
     assert "MarigoldIntrinsicsPipeline" in info.value.message
     assert models.MARIGOLD_INTRINSICS_ID in info.value.hint
@@ -198,7 +199,7 @@ def test_a_model_that_cannot_serve_the_kind_is_a_family_error(tiny_models: Path)
     sd15 = ModelSpec("sd", str(tiny_models / "sd15-tiny"), "sd15", "normals")
     with pytest.raises(ModelError) as info:
         cache.marigold(sd15)
-    assert info.value.code == protocol.MODEL_FAMILY
+    assert info.value.code == messages.MODEL_FAMILY
     assert "must be a Marigold model" in info.value.message
     assert cache.loaded() == []
 
@@ -207,6 +208,6 @@ def test_missing_marigold_repo_names_the_id() -> None:
     spec = ModelSpec("ghost", "nobody-here/not-a-marigold", "marigold", "normals")
     with pytest.raises(ModelError) as info:
         PipelineCache("cpu", torch.float32).marigold(spec)
-    assert info.value.code == protocol.MODEL_MISSING
+    assert info.value.code == messages.MODEL_MISSING
     assert "nobody-here/not-a-marigold" in info.value.message
     assert "hf download nobody-here/not-a-marigold" in info.value.hint

@@ -14,10 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from backend import jobfolder, protocol
-from backend.geometry.mesh_io import MeshData, load_npz, read_mesh, signed_volume, write_glb
-from backend.tasks.context import JobCancelled, JobContext
-from backend.tasks.mesh import steps_reported
+from backend.diffusion.steps import forwards_reported
+from backend.errors import JobCancelled
+from backend.geometry.mesh_data import MeshData, signed_volume
+from backend.geometry.mesh_files import load_npz, read_mesh, write_glb
+from backend.tasks.context import JobContext
+from contract import jobfolder, messages
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +46,7 @@ def test_mesh_from_a_picture_writes_glb_ply_and_npz(tiny_models: Path, tmp_path:
     assert done.returncode == 0, done.stderr
     record = jobfolder.read_job(job)
     assert record["status"] == "done" and record["seed"] == 7
-    assert record["models"]["image_to_3d"] == {"name": "shap-e-img2img-tiny", "family": "shap_e",
+    assert record["models"]["image_to_3d"] == {"name": "shap-e-img2img-tiny", "family": "shap_e", "tiny": True,
                                                "source": str(tiny_models / "shap-e-img2img-tiny")}
     assert record["request"]["source"] == "inputs/image.png" and (job / "inputs" / "image.png").is_file()
     info = record["info"]
@@ -97,7 +99,7 @@ def test_import_mesh_from_a_glb(tmp_path: Path) -> None:
     record = jobfolder.read_job(job)
     assert record["status"] == "done" and record["outputs"] == {"mesh": "outputs/mesh.npz"}
     assert record["info"]["vertices"] == 5 and record["info"]["faces"] == 6 and record["info"]["colors"]
-    assert record["imported"] == {"path": str(source), "format": "glb"}
+    assert record["imported"] == {"name": source.name, "format": "glb"}
     mesh = load_npz(job / "outputs" / "mesh.npz")
     assert np.allclose(mesh.vertices, vertices, atol=1e-6)
 
@@ -115,9 +117,9 @@ def engine(tiny_models: Path):  # type: ignore[no-untyped-def]
     return make_engine("cpu", "fp32", str(tiny_models))
 
 
-def _submit(root: Path, task: str, request: dict) -> protocol.Submit:
+def _submit(root: Path, task: str, request: dict) -> messages.Submit:
     job_dir = jobfolder.create_job(root, task, request)
-    return protocol.Submit(jobfolder.read_job(job_dir)["id"], task, str(job_dir), request)
+    return messages.Submit(jobfolder.read_job(job_dir)["id"], task, str(job_dir), request)
 
 
 @pytest.mark.parametrize("name,content,message", [
@@ -129,10 +131,12 @@ def test_import_mesh_errors_are_invalid_params(engine, tmp_path: Path, name: str
                                                message: str) -> None:
     from backend.runner import run_job
 
-    (tmp_path / name).write_bytes(content)
-    submit = _submit(tmp_path / "jobs", "import_mesh", {"path": str(tmp_path / name)})
+    request = {"source": f"inputs/mesh/{name}", "name": name}  # the file as a job input, as the add-on copies it
+    submit = _submit(tmp_path / "jobs", "import_mesh", request)
+    (Path(submit.job_dir) / "inputs" / "mesh").mkdir()
+    (Path(submit.job_dir) / request["source"]).write_bytes(content)
     final = run_job(engine, submit, lambda m: None)
-    assert isinstance(final, protocol.Error) and final.code == protocol.INVALID_PARAMS
+    assert isinstance(final, messages.Error) and final.code == messages.INVALID_PARAMS
     assert message in final.message and name in final.message
     assert jobfolder.read_job(submit.job_dir)["status"] == "failed"
 
@@ -146,14 +150,14 @@ def test_cancel_stops_the_mesh_job_at_the_next_prior_step(engine, tmp_path: Path
     cancel = threading.Event()
     steps: list[int] = []
 
-    def send(message: protocol.Message) -> None:
-        if isinstance(message, protocol.Progress) and message.step:
+    def send(message: messages.Message) -> None:
+        if isinstance(message, messages.Progress) and message.step:
             steps.append(message.step)
             if message.step == 3:
                 cancel.set()  # what the server's reader does on a cancel line
 
     final = run_job(engine, submit, send, cancel)
-    assert isinstance(final, protocol.Cancelled)
+    assert isinstance(final, messages.Cancelled)
     assert steps == [1, 2, 3]
     assert jobfolder.read_job(submit.job_dir)["status"] == "cancelled"
     assert not (Path(submit.job_dir) / "outputs" / "mesh.npz").exists()
@@ -161,10 +165,10 @@ def test_cancel_stops_the_mesh_job_at_the_next_prior_step(engine, tmp_path: Path
 
 def test_step_hook_reports_and_raises_once_cancelled(tmp_path: Path) -> None:
     reported: list[tuple[int, int]] = []
-    ctx = JobContext(id="j", job_dir=tmp_path, params={}, registry=None, models=None, device="cpu",  # type: ignore[arg-type]
+    ctx = JobContext(id="j", job_dir=tmp_path, registry=None, models=None, device="cpu",  # type: ignore[arg-type]
                      dtype="fp32", report=lambda step, total, preview, message: reported.append((step, total)))
     layer = torch.nn.Linear(2, 2)
-    with steps_reported(ctx, layer, total=5) as count:
+    with forwards_reported(ctx, layer, total=5) as count:
         layer(torch.zeros(1, 2))
         layer(torch.zeros(1, 2))
         ctx.cancel_event.set()

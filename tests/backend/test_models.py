@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from backend import models, protocol
+from backend import models
 from backend.models import ModelError, ModelSpec, PipelineCache
-from backend.tiny import make_tiny
+from contract import messages
+from devtools.tiny_models import make_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,7 +113,7 @@ def test_env_override_and_builtin_default(tmp_path: Path, monkeypatch: pytest.Mo
     assert models.controlnet_role("depth", "sdxl") == "controlnet_depth_sdxl"
     with pytest.raises(ModelError) as info:  # no SDXL normal ControlNet by default
         builtin.resolve(models.controlnet_role("normal", "sdxl"))
-    assert info.value.code == protocol.MODEL_MISSING and "controlnet_normal_sdxl" in info.value.message
+    assert info.value.code == messages.MODEL_MISSING and "controlnet_normal_sdxl" in info.value.message
 
     write_registry(tmp_path, {"models": {"mine": {"source": "m", "family": "sdxl"}},
                               "roles": {"text_to_image": "mine"}})
@@ -144,7 +145,7 @@ def test_unknown_role_and_name_say_what_was_tried_and_how_to_fix(registry: model
     with pytest.raises(ModelError) as info:
         registry.resolve("controlnet_normal_sdxl")
     err = info.value
-    assert err.code == protocol.MODEL_MISSING
+    assert err.code == messages.MODEL_MISSING
     assert "controlnet_normal_sdxl" in err.message and "text_to_image" in err.message  # known roles
     assert str(registry.path) in err.hint
     assert models.ENV_REGISTRY in err.hint and "make-tiny" in err.hint
@@ -152,7 +153,7 @@ def test_unknown_role_and_name_say_what_was_tried_and_how_to_fix(registry: model
     with pytest.raises(ModelError) as info:
         registry.resolve("text_to_image", "sd99-huge")
     err = info.value
-    assert err.code == protocol.MODEL_MISSING
+    assert err.code == messages.MODEL_MISSING
     assert "sd99-huge" in err.message and "text_to_image" in err.message
     assert "sd15-tiny" in err.message  # lists what exists
     assert str(registry.path) in err.hint
@@ -170,7 +171,7 @@ def test_family_mismatch_raises_before_any_weights_load(
     wrong = ModelSpec("wrong", str(tiny / "sdxl-tiny"), "sd15", "text_to_image")
     with pytest.raises(ModelError) as info:
         models.check_family(wrong, tiny / "sdxl-tiny")
-    assert info.value.code == protocol.MODEL_FAMILY
+    assert info.value.code == messages.MODEL_FAMILY
     assert "SD 1.5" in info.value.message and "SDXL" in info.value.message
 
     def no_loading(*args: object) -> None:
@@ -180,7 +181,7 @@ def test_family_mismatch_raises_before_any_weights_load(
     cache = cpu_cache()
     with pytest.raises(ModelError) as info:
         cache.text_to_image(wrong)
-    assert info.value.code == protocol.MODEL_FAMILY
+    assert info.value.code == messages.MODEL_FAMILY
     assert "wrong" in info.value.message and '"family": "sdxl"' in info.value.hint
     assert cache.loaded() == []
     # The right declaration passes the same check.
@@ -193,7 +194,7 @@ def test_controlnet_style_config_family(tmp_path: Path) -> None:
     assert models.detect_family(tmp_path) == ("sdxl", "ControlNetModel")
     with pytest.raises(ModelError) as info:
         models.check_family(ModelSpec("cn", str(tmp_path), "sd15", "controlnet"), tmp_path)
-    assert info.value.code == protocol.MODEL_FAMILY
+    assert info.value.code == messages.MODEL_FAMILY
 
 
 @pytest.mark.parametrize("config, family", [
@@ -215,7 +216,7 @@ def test_missing_repo_without_downloads_names_the_id(monkeypatch: pytest.MonkeyP
     with pytest.raises(ModelError) as info:
         cpu_cache().text_to_image(spec)
     err = info.value
-    assert err.code == protocol.MODEL_MISSING
+    assert err.code == messages.MODEL_MISSING
     assert "nobody-here/not-a-model" in err.message and "downloads are turned off" in err.message
     assert "hf download nobody-here/not-a-model" in err.hint and "make-tiny" in err.hint
 
@@ -230,7 +231,7 @@ def test_missing_local_folder_names_the_path(tmp_path: Path) -> None:
     assert models.locate(spec) is None
     with pytest.raises(ModelError) as info:
         cpu_cache().text_to_image(spec)
-    assert info.value.code == protocol.MODEL_MISSING
+    assert info.value.code == messages.MODEL_MISSING
     assert str(tmp_path / "nothing") in info.value.message
 
 

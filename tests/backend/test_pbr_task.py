@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from backend import jobfolder
 from backend.imaging.exr import read_exr
+from contract import jobfolder
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_bake_task import camera, run_cli, write_scene
+from test_project_image_task import camera, run_cli, write_scene
 
-from backend import jobfolder, models, protocol
-from backend.imaging.bake import BakeSettings, bake, render_into_view
+from backend import models
 from backend.imaging.color import linear_to_srgb
 from backend.imaging.exr import read_exr, write_exr
 from backend.imaging.image_io import to_uint8
 from backend.models import PipelineCache
-from backend.tasks.bake_inputs import load_meshes, load_views
+from backend.projection.bake import BakeSettings, bake, render_into_view
+from backend.projection.views import load_meshes, load_views
+from contract import jobfolder, messages
 
 SIZE = 64  # generation width and height, and texture size
 STEPS = 2
@@ -41,7 +42,7 @@ def engine(tiny_models: Path):  # type: ignore[no-untyped-def]
     return make_engine("cpu", "fp32", str(tiny_models))
 
 
-def submit(root: Path, scene: tuple[list[Path], Path], **request: Any) -> protocol.Submit:
+def submit(root: Path, scene: tuple[list[Path], Path], **request: Any) -> messages.Submit:
     """A project_texture job folder holding the scene as the add-on lays it out."""
     meshes, views = scene
     request = {"prompt": "weathered bronze", "meshes": ["inputs/meshes/00.npz", "inputs/meshes/01.npz"],
@@ -52,7 +53,7 @@ def submit(root: Path, scene: tuple[list[Path], Path], **request: Any) -> protoc
     for index, mesh in enumerate(meshes):
         (job_dir / "inputs" / "meshes").mkdir(exist_ok=True)
         shutil.copy(mesh, job_dir / "inputs" / "meshes" / f"{index:02d}.npz")
-    return protocol.Submit(jobfolder.read_job(job_dir)["id"], "project_texture", str(job_dir), request)
+    return messages.Submit(jobfolder.read_job(job_dir)["id"], "project_texture", str(job_dir), request)
 
 
 def test_sequential_views_keep_the_pixels_earlier_views_painted(tiny_models: Path, scene, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -67,19 +68,20 @@ def test_sequential_views_keep_the_pixels_earlier_views_painted(tiny_models: Pat
     assert [c["name"] for c in record["models"]["controlnets"]] == ["controlnet-depth-sd15-tiny"]
     assert {"load_s", "generate_s", "bake_s", "write_s"} <= set(record["timings"])
     outputs = record["outputs"]
-    assert {"texture_0", "texture_0_png", "texture_1", "texture_1_png", "view_0", "view_1", "view_0_exr",
-            "view_1_exr"} == set(outputs)
+    assert {"textures", "textures_png", "view_images", "view_images_exr"} == set(outputs)
+    assert len(outputs["textures"]) == len(outputs["textures_png"]) == 2
+    assert len(outputs["view_images"]) == len(outputs["view_images_exr"]) == 2
     info = record["info"]
     assert [v["seed"] for v in info["views"]] == [11, 12] and info["views"][0]["kept_fraction"] == 0.0
     assert 0.2 < info["views"][1]["kept_fraction"] < 1.0
     assert [o["name"] for o in info["objects"]] == ["Quad A", "Quad B"]
     assert all(o["seen_fraction"] > 0.95 and min(o["view_texels"]) > 0 for o in info["objects"])
-    assert read_exr(job / outputs["view_1_exr"]).attributes["seed"] == "12"
+    assert read_exr(job / outputs["view_images_exr"][1]).attributes["seed"] == "12"
 
     # Bake view 0's image (as it was baked: the EXR holds it) and render it into view 1: the kept pixels of
     # view 1's image are exactly that rendering.
     views = load_views(job / "inputs" / "views.json", need_image=False, need_depth=True)
-    first = views[0].bake_view(read_exr(job / outputs["view_0_exr"]).layers[""])
+    first = views[0].bake_view(read_exr(job / outputs["view_images_exr"][0]).layers[""])
     target = views[1].bake_view(np.zeros((SIZE, SIZE, 3), np.float32))
     rendering = np.zeros((SIZE, SIZE, 3), np.float32)
     known = np.zeros((SIZE, SIZE), bool)
@@ -90,7 +92,7 @@ def test_sequential_views_keep_the_pixels_earlier_views_painted(tiny_models: Pat
         known |= seen
     assert round(float(known.mean()), 4) == info["views"][1]["kept_fraction"]
     expected = to_uint8(np.clip(linear_to_srgb(rendering), 0.0, 1.0))
-    second = np.asarray(Image.open(job / outputs["view_1"]).convert("RGB"))
+    second = np.asarray(Image.open(job / outputs["view_images"][1]).convert("RGB"))
     assert second.shape == (SIZE, SIZE, 3)
     assert np.array_equal(second[known], expected[known])
     assert not np.array_equal(second[~known], expected[~known])  # the rest was generated
@@ -102,10 +104,10 @@ def test_independent_views_with_a_normal_control(engine, scene, tmp_path: Path) 
     results = {}
     for sequential in (False, True):
         job = submit(tmp_path / str(sequential), scene, sequential=sequential, normal_weight=0.5, preview_every=1)
-        messages: list[protocol.Message] = []
-        final = run_job(engine, job, messages.append)
-        assert isinstance(final, protocol.Result), final
-        progress = [(m.step, m.total) for m in messages if isinstance(m, protocol.Progress)]
+        sent: list[messages.Message] = []
+        final = run_job(engine, job, sent.append)
+        assert isinstance(final, messages.Result), final
+        progress = [(m.step, m.total) for m in sent if isinstance(m, messages.Progress)]
         total = 2 * STEPS + 2  # the steps of both views, then one per object
         assert progress[-1] == (total, total) and all(t == total for _, t in progress)
         results[sequential] = (Path(job.job_dir), final)
@@ -117,7 +119,7 @@ def test_independent_views_with_a_normal_control(engine, scene, tmp_path: Path) 
                                                                      "controlnet-normal-sd15-tiny"]
     assert record["request"]["sequential"] is False
     # View 0 is generated the same way in both modes; view 1 is not.
-    views = {mode: [np.asarray(Image.open(path / result.outputs[f"view_{k}"])) for k in (0, 1)]
+    views = {mode: [np.asarray(Image.open(path / result.outputs["view_images"][k])) for k in (0, 1)]
              for mode, (path, result) in results.items()}
     assert np.array_equal(views[False][0], views[True][0])
     assert not np.array_equal(views[False][1], views[True][1])
@@ -130,23 +132,23 @@ def test_cancel_stops_at_the_next_denoising_step(engine, scene, tmp_path: Path) 
     cancel = threading.Event()
     steps: list[int] = []
 
-    def send(message: protocol.Message) -> None:
-        if isinstance(message, protocol.Progress):
+    def send(message: messages.Message) -> None:
+        if isinstance(message, messages.Progress):
             steps.append(message.step)
             if message.step == 1:
                 cancel.set()
 
-    assert isinstance(run_job(engine, job, send, cancel), protocol.Cancelled)
+    assert isinstance(run_job(engine, job, send, cancel), messages.Cancelled)
     assert steps == [1]
     assert jobfolder.read_job(job.job_dir)["status"] == "cancelled"
     assert not (Path(job.job_dir) / "outputs" / "textures").exists()
 
 
 @pytest.mark.parametrize("breakage, code, message", [
-    ("no depth", protocol.INVALID_PARAMS, "view 'Side' (views.json): views/01/passes.exr lacks the depth pass"),
-    ("no normal", protocol.INVALID_PARAMS, "view 'Top' (views.json): views/00/passes.exr lacks the normal pass"),
-    ("no passes", protocol.INVALID_PARAMS, "view 'Top' (views.json) has no \"passes\""),
-    ("sdxl normal", protocol.MODEL_MISSING, "controlnet_normal_sdxl"),
+    ("no depth", messages.INVALID_PARAMS, "view 'Side' (views.json): views/01/passes.exr lacks the depth pass"),
+    ("no normal", messages.INVALID_PARAMS, "view 'Top' (views.json): views/00/passes.exr lacks the normal pass"),
+    ("no passes", messages.INVALID_PARAMS, "view 'Top' (views.json) has no \"passes\""),
+    ("sdxl normal", messages.MODEL_MISSING, "controlnet_normal_sdxl"),
 ])
 def test_input_errors(engine, scene, tmp_path: Path, breakage: str, code: str,  # type: ignore[no-untyped-def]
                       message: str) -> None:
@@ -168,7 +170,7 @@ def test_input_errors(engine, scene, tmp_path: Path, breakage: str, code: str,  
         del data["views"][0]["passes"]
         path.write_text(json.dumps(data))
     final = run_job(engine, job, lambda m: None)
-    assert isinstance(final, protocol.Error) and final.code == code, final
+    assert isinstance(final, messages.Error) and final.code == code, final
     assert message in final.message, final.message
 
 
@@ -184,8 +186,8 @@ def test_a_controlnet_of_another_family_is_refused_before_any_work(tiny_models: 
     engine = make_engine("cpu", "fp32", str(tmp_path / "registry.json"))
     job = submit(tmp_path / "jobs", scene)
     progress: list[int] = []
-    final = run_job(engine, job, lambda m: progress.append(1) if isinstance(m, protocol.Progress) else None)
-    assert isinstance(final, protocol.Error) and final.code == protocol.MODEL_FAMILY, final
+    final = run_job(engine, job, lambda m: progress.append(1) if isinstance(m, messages.Progress) else None)
+    assert isinstance(final, messages.Error) and final.code == messages.MODEL_FAMILY, final
     assert "controlnet-depth-sdxl-tiny" in final.message and "sd15-tiny" in final.message
     assert progress == [] and engine.models.loaded() == []
 
@@ -229,6 +231,6 @@ def test_sequential_on_sdxl(engine, scene, tmp_path: Path) -> None:  # type: ign
 
     job = submit(tmp_path, scene, model="sdxl-tiny")
     final = run_job(engine, job, lambda m: None)
-    assert isinstance(final, protocol.Result), final
+    assert isinstance(final, messages.Result), final
     assert final.info["views"][1]["kept_fraction"] > 0.2
     assert jobfolder.read_job(job.job_dir)["models"]["controlnets"][0]["name"] == "controlnet-depth-sdxl-tiny"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from backend import jobfolder
 from backend.models import load_registry, locate
+from contract import jobfolder
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = load_registry(os.environ.get("SCENE_DIFFUSION_REAL_MODELS"))  # None: the built-in Hugging Face ids

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend import jobfolder
 from backend.imaging.exr import read_exr, write_exr
+from contract import jobfolder
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMERA = {"matrix_world": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 5], [0, 0, 0, 1]], "type": "PERSP", "lens": 50.0,

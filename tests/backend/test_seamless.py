@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from backend.diffusion.seamless import pipeline_modules, set_seamless
 from backend.models import PipelineCache, load_registry
-from backend.seamless import pipeline_modules, set_seamless
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from backend_process import BackendProcess
 
-from backend import jobfolder, protocol
+from contract import jobfolder, messages
 
 
 @pytest.fixture(scope="module")
@@ -15,16 +15,16 @@ def server(tiny_models):
     proc.close()
 
 
-def _job(tmp_path, **params) -> protocol.Submit:
+def _job(tmp_path, **params) -> messages.Submit:
     request = {"prompt": "weathered oak planks", "width": 64, "height": 64, "steps": 4, "seed": 3, **params}
     job_dir = jobfolder.create_job(tmp_path, "texture", request)
-    return protocol.Submit(jobfolder.read_job(job_dir)["id"], "texture", str(job_dir), request)
+    return messages.Submit(jobfolder.read_job(job_dir)["id"], "texture", str(job_dir), request)
 
 
 def test_handshake_comes_first(server):
     hello = server.next(timeout=120)
-    assert isinstance(hello, protocol.Handshake)
-    assert hello.protocol == protocol.PROTOCOL_VERSION
+    assert isinstance(hello, messages.Handshake)
+    assert hello.protocol == messages.PROTOCOL_VERSION
     assert hello.device == "cpu" and hello.dtype == "fp32"
     assert {"torch", "diffusers", "transformers"} <= set(hello.versions)
 
@@ -32,10 +32,10 @@ def test_handshake_comes_first(server):
 def test_texture_job_streams_progress_with_previews_and_writes_outputs(server, tmp_path):
     submit = _job(tmp_path, preview_every=2)
     server.send(submit)
-    result, seen = server.until((protocol.Result, protocol.Error))
-    assert isinstance(result, protocol.Result), result
-    assert isinstance(seen[0], protocol.Accepted)
-    progress = [m for m in seen if isinstance(m, protocol.Progress)]
+    result, seen = server.until((messages.Result, messages.Error))
+    assert isinstance(result, messages.Result), result
+    assert isinstance(seen[0], messages.Accepted)
+    progress = [m for m in seen if isinstance(m, messages.Progress)]
     assert [p.step for p in progress] == [1, 2, 3, 4] and {p.total for p in progress} == {4}
     previews = [p.preview for p in progress if p.preview]
     assert previews == ["outputs/previews/step-0002.png", "outputs/previews/step-0004.png"]
@@ -57,7 +57,7 @@ def test_same_seed_gives_the_same_image(server, tmp_path):
     for sub in ("a", "b"):
         submit = _job(tmp_path / sub)
         server.send(submit)
-        result, _ = server.until((protocol.Result, protocol.Error))
+        result, _ = server.until((messages.Result, messages.Error))
         images.append(read_image(f"{submit.job_dir}/{result.outputs['image']}"))
     assert (images[0] == images[1]).all()
 
@@ -65,40 +65,40 @@ def test_same_seed_gives_the_same_image(server, tmp_path):
 def test_malformed_lines_get_an_error_and_the_server_keeps_serving(server):
     server.send_raw("this is not json")
     error = server.next()
-    assert isinstance(error, protocol.Error) and error.code == protocol.BAD_MESSAGE and error.id is None
+    assert isinstance(error, messages.Error) and error.code == messages.BAD_MESSAGE and error.id is None
     server.send_raw('{"type": "handshake", "protocol": 1, "backend_version": "x", "device": "cpu", "dtype": "x"}')
-    assert server.next().code == protocol.BAD_MESSAGE
-    server.send(protocol.StatusRequest())
+    assert server.next().code == messages.BAD_MESSAGE
+    server.send(messages.StatusRequest())
     status = server.next()
-    assert isinstance(status, protocol.Status) and status.state == "idle"
+    assert isinstance(status, messages.Status) and status.state == "idle"
     assert status.loaded == ["sd15-tiny"]  # pipelines stay loaded between jobs
 
 
 def test_release_unloads_pipelines_between_jobs(server, tmp_path):
     server.send(_job(tmp_path))
-    server.until((protocol.Result, protocol.Error))
-    server.send(protocol.Release())
-    status, _ = server.until((protocol.Status,))  # sent once the models are gone
+    server.until((messages.Result, messages.Error))
+    server.send(messages.Release())
+    status, _ = server.until((messages.Status,))  # sent once the models are gone
     assert status.loaded == []
     server.send(_job(tmp_path / "again"))  # and the next job loads them again
-    result, _ = server.until((protocol.Result, protocol.Error))
-    assert isinstance(result, protocol.Result)
+    result, _ = server.until((messages.Result, messages.Error))
+    assert isinstance(result, messages.Result)
 
 
 def test_invalid_params_and_unknown_task_are_job_errors(server, tmp_path):
     server.send(_job(tmp_path / "a", width=100))
-    error, _ = server.until((protocol.Error, protocol.Result))
-    assert error.code == protocol.INVALID_PARAMS and "multiple of 8" in error.message
+    error, _ = server.until((messages.Error, messages.Result))
+    assert error.code == messages.INVALID_PARAMS and "multiple of 8" in error.message
     submit = _job(tmp_path / "b")
-    server.send(protocol.Submit(submit.id, "paint", submit.job_dir, {}))
-    error, _ = server.until((protocol.Error, protocol.Result))
-    assert error.code == protocol.UNKNOWN_TASK and "texture" in error.hint
+    server.send(messages.Submit(submit.id, "paint", submit.job_dir, {}))
+    error, _ = server.until((messages.Error, messages.Result))
+    assert error.code == messages.UNKNOWN_TASK and "texture" in error.hint
 
 
 def test_missing_model_names_it_and_says_how_to_fix(server, tmp_path):
     server.send(_job(tmp_path, model="no-such-model"))
-    error, _ = server.until((protocol.Error, protocol.Result))
-    assert error.code == protocol.MODEL_MISSING and "no-such-model" in error.message
+    error, _ = server.until((messages.Error, messages.Result))
+    assert error.code == messages.MODEL_MISSING and "no-such-model" in error.message
     assert error.hint
     assert jobfolder.read_job(_job_dir(tmp_path))["status"] == "failed"
 
@@ -111,11 +111,11 @@ def _job_dir(root):
 def test_cancel_stops_at_the_next_step_without_a_result(server, tmp_path):
     submit = _job(tmp_path, steps=200, width=128, height=128)
     server.send(submit)
-    _, before = server.until((protocol.Progress,))
-    server.send(protocol.Cancel(submit.id))
-    final, after = server.until((protocol.Cancelled, protocol.Result, protocol.Error))
-    assert isinstance(final, protocol.Cancelled)
-    steps = [m.step for m in before + after if isinstance(m, protocol.Progress)]
+    _, before = server.until((messages.Progress,))
+    server.send(messages.Cancel(submit.id))
+    final, after = server.until((messages.Cancelled, messages.Result, messages.Error))
+    assert isinstance(final, messages.Cancelled)
+    steps = [m.step for m in before + after if isinstance(m, messages.Progress)]
     assert max(steps) < 200
     job_dir = tmp_path / submit.job_dir
     assert jobfolder.read_job(job_dir)["status"] == "cancelled"
@@ -126,36 +126,36 @@ def test_queued_job_can_be_cancelled_before_it_starts(server, tmp_path):
     first, second = _job(tmp_path / "1", steps=30, width=128, height=128), _job(tmp_path / "2")
     server.send(first)
     server.send(second)
-    server.send(protocol.Cancel(second.id))
-    cancelled, seen = server.until((protocol.Cancelled,))
+    server.send(messages.Cancel(second.id))
+    cancelled, seen = server.until((messages.Cancelled,))
     assert cancelled.id == second.id
-    accepted = [m for m in seen if isinstance(m, protocol.Accepted)]
+    accepted = [m for m in seen if isinstance(m, messages.Accepted)]
     assert accepted[-1].id == second.id and accepted[-1].queued == 1
-    server.send(protocol.Cancel(first.id))
-    final, _ = server.until((protocol.Cancelled, protocol.Result))
+    server.send(messages.Cancel(first.id))
+    final, _ = server.until((messages.Cancelled, messages.Result))
     assert final.id == first.id
 
 
 def test_sdxl_family_runs_through_the_same_task(server, tmp_path):
     submit = _job(tmp_path, model="sdxl-tiny")
     server.send(submit)
-    result, _ = server.until((protocol.Result, protocol.Error))
-    assert isinstance(result, protocol.Result), result
+    result, _ = server.until((messages.Result, messages.Error))
+    assert isinstance(result, messages.Result), result
     assert jobfolder.read_job(submit.job_dir)["models"]["text_to_image"]["family"] == "sdxl"
 
 
 def test_shutdown_answers_bye_and_exits_zero(tiny_models):
     proc = BackendProcess(tiny_models)
-    assert isinstance(proc.next(timeout=120), protocol.Handshake)
-    proc.send(protocol.Shutdown())
-    assert isinstance(proc.next(), protocol.Bye)
+    assert isinstance(proc.next(timeout=120), messages.Handshake)
+    proc.send(messages.Shutdown())
+    assert isinstance(proc.next(), messages.Bye)
     assert proc.proc.wait(30) == 0
 
 
 def test_end_of_input_stops_the_backend(tiny_models):
     """When Blender dies its end of the pipe closes; the backend must not linger."""
     proc = BackendProcess(tiny_models)
-    assert isinstance(proc.next(timeout=120), protocol.Handshake)
+    assert isinstance(proc.next(timeout=120), messages.Handshake)
     proc.proc.stdin.close()
     assert proc.proc.wait(30) == 0
 
@@ -163,5 +163,5 @@ def test_end_of_input_stops_the_backend(tiny_models):
 def test_bad_registry_is_an_error_message_not_a_traceback(tmp_path):
     proc = BackendProcess(tmp_path / "missing.json")
     error = proc.next(timeout=120)
-    assert isinstance(error, protocol.Error) and "missing.json" in error.message
+    assert isinstance(error, messages.Error) and "missing.json" in error.message
     assert proc.proc.wait(30) != 0

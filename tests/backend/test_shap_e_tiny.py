@@ -15,9 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from backend import models, protocol
+from backend import models
 from backend.models import ModelError, ModelSpec, PipelineCache
-from backend.tiny import SHAP_E_DIR, SHAP_E_RADIUS, marching_cubes_table
+from contract import messages
+from devtools.tiny_models import SHAP_E_DIR, SHAP_E_RADIUS, marching_cubes_table
 
 
 @pytest.fixture()
@@ -88,16 +89,16 @@ def test_loading_shap_e_releases_other_families(registry: models.Registry, tiny_
 def test_wrong_kinds_and_classes_are_clear_errors(registry: models.Registry, tiny_models: Path) -> None:
     with pytest.raises(ModelError) as info:
         PipelineCache("cpu", torch.float32).image_to_3d(registry.resolve("text_to_image"))
-    assert info.value.code == protocol.INVALID_PARAMS and "image_to_3d" in info.value.message
+    assert info.value.code == messages.INVALID_PARAMS and "image_to_3d" in info.value.message
     # a Marigold folder declared as an image-to-3D model: caught from its JSON, before any weights load
     marigold = ModelSpec("fake", str(tiny_models / "marigold-normals-tiny"), "shap_e", "image_to_3d")
     with pytest.raises(ModelError) as info:
         PipelineCache("cpu", torch.float32).image_to_3d(marigold)
-    assert info.value.code == protocol.MODEL_FAMILY and "Marigold" in info.value.message
+    assert info.value.code == messages.MODEL_FAMILY and "Marigold" in info.value.message
     wrong_family = ModelSpec("fake", str(tiny_models / SHAP_E_DIR), "sd15", "image_to_3d")
     with pytest.raises(ModelError) as info:
         PipelineCache("cpu", torch.float32).image_to_3d(wrong_family)
-    assert info.value.code == protocol.MODEL_FAMILY and "Shap-E" in info.value.message
+    assert info.value.code == messages.MODEL_FAMILY and "Shap-E" in info.value.message
 
 
 def test_marching_cubes_table_closes_surfaces_with_outward_normals() -> None:

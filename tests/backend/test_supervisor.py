@@ -11,10 +11,11 @@ import time
 import pytest
 from extension_package import import_addon_module
 
-from backend import jobfolder
+from contract import jobfolder
 
-supervisor_mod = import_addon_module("addon.supervisor")
-client_mod = import_addon_module("addon.client")
+supervisor_mod = import_addon_module("addon.jobs.supervisor")
+client_mod = import_addon_module("addon.jobs.client")
+tasks_mod = import_addon_module("contract.tasks")  # the add-on's own copy of the contract
 
 
 def _config(tmp_path, tiny_models, python=sys.executable, timeout=120.0):
@@ -26,7 +27,7 @@ def _config(tmp_path, tiny_models, python=sys.executable, timeout=120.0):
 def _job(tmp_path, **params):
     request = {"prompt": "slate roof", "width": 64, "height": 64, "steps": 4, "seed": 5, **params}
     job_dir = jobfolder.create_job(tmp_path / "jobs", "texture", request)
-    return supervisor_mod.Job(jobfolder.read_job(job_dir)["id"], "texture", job_dir, request)
+    return supervisor_mod.Job(jobfolder.read_job(job_dir)["id"], job_dir, tasks_mod.TextureParams(**request))
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def sup(tmp_path, tiny_models):
 def test_job_runs_to_a_result_and_calls_back(sup, tmp_path):
     landed = []
     job = _job(tmp_path)
-    job.on_result = lambda j, result: landed.append(result.outputs["image"])
+    job.on_result = lambda j, outputs: landed.append(outputs.image)
     sup.submit(job)
     assert job.state == supervisor_mod.STARTING  # queued until the handshake arrives
     sup.run_until_done(job, timeout=120)

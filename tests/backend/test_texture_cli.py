@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from backend import jobfolder
 from backend.imaging.image_io import read_image
+from contract import jobfolder
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -91,7 +91,7 @@ def clean_scene(addon: ModuleType) -> bpy.types.Scene:
 def interactive(addon: ModuleType) -> Iterator[ModuleType]:
     """The add-on's service in interactive mode (jobs advance only on ``service._tick()``, as Blender's timer
     would call it); afterwards back to following bpy.app.background, with any job still running cancelled."""
-    service = addon.addon.service  # type: ignore[attr-defined]
+    service = addon.addon.jobs.service  # type: ignore[attr-defined]
     service.blocking = False
     yield service
     service.blocking = None

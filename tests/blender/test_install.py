@@ -11,7 +11,8 @@ import bpy
 
 from devtools import extension
 
-SHIPPED = ("blender_manifest.toml", "__init__.py", "backend/protocol.py", "backend/requirements.txt")
+SHIPPED = ("blender_manifest.toml", "__init__.py", "contract/messages.py", "contract/tasks/__init__.py",
+           "backend/cli/__init__.py", "backend/requirements.txt")
 NOT_SHIPPED_DIRS = (
     "tests/", "bench/", ".ci/", "devtools/", "examples/", "docs/", "demo/", "dist/", ".cache/", ".venv",
 )

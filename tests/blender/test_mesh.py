@@ -6,7 +6,7 @@ import bpy
 import numpy as np
 import pytest
 
-from backend import jobfolder
+from contract import jobfolder
 
 
 def _disc_image(name="Concept", size=64, transparent=False):
@@ -83,7 +83,7 @@ def test_import_generated_mesh_normalises_like_generated_ones(addon, clean_scene
     bpy.context.scene.scene_diffusion.mesh.import_path = str(path)
     _settings(target_size=1.0)
     before = set(bpy.data.objects.keys())
-    assert bpy.ops.scene_diffusion.import_generated_mesh() == {"FINISHED"}
+    assert bpy.ops.scene_diffusion.import_mesh() == {"FINISHED"}
     (obj,) = _new_objects(before)
     assert obj.name.startswith("crate") and len(obj.data.polygons) == 12
     dims = sorted(obj.dimensions)
@@ -102,7 +102,7 @@ def test_import_refusals(addon, clean_scene, tmp_path, make, message):
     bpy.context.scene.scene_diffusion.mesh.import_path = str(path)
     before = set(bpy.data.objects.keys())
     with pytest.raises(RuntimeError, match=message):
-        bpy.ops.scene_diffusion.import_generated_mesh()
+        bpy.ops.scene_diffusion.import_mesh()
     assert set(bpy.data.objects.keys()) == before
 
 

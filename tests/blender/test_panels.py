@@ -7,6 +7,7 @@ exists on its data, and every button names a registered operator and its real pr
 
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -61,8 +62,9 @@ def _draw(draw, *args) -> list:
 
 
 def _job(addon, state, **fields):
-    sup_mod = addon.addon.supervisor
-    job = sup_mod.Job("drawn", "texture", Path("/nonexistent"), {}, state=state, **fields)
+    sup_mod = addon.addon.jobs.supervisor
+    params = importlib.import_module(f"{addon.__name__}.contract.tasks").TextureParams(prompt="drawn")
+    job = sup_mod.Job("drawn", Path("/nonexistent"), params, state=state, **fields)
     job.submitted = time.monotonic() + 1e6  # the newest, so panels pick it
     return job
 
@@ -75,9 +77,9 @@ def _job(addon, state, **fields):
     ("failed", {"error": "boom"}),
 ])
 def test_texture_panel_draws_every_job_state(addon, clean_scene, state, fields):
-    sup = addon.addon.service.supervisor()
+    sup = addon.addon.jobs.service.supervisor()
     if "error" in fields:
-        fields["error"] = addon.addon.supervisor.JobError("boom", "try again", "internal", "line 1\nline 2")
+        fields["error"] = addon.addon.jobs.supervisor.JobError("boom", "try again", "internal", "line 1\nline 2")
     job = _job(addon, state, **fields)
     sup.jobs[job.id] = job
     try:
@@ -104,7 +106,7 @@ def test_backend_panel_and_preferences_draw(addon, clean_scene):
 
 
 def test_status_bar_shows_a_running_job(addon, clean_scene):
-    sup = addon.addon.service.supervisor()
+    sup = addon.addon.jobs.service.supervisor()
     job = _job(addon, "running", step=2, total=8)
     sup.jobs[job.id] = job
     try:
@@ -150,5 +152,5 @@ def test_mesh_panel_draws(addon, clean_scene, source):
     bpy.context.scene.scene_diffusion.mesh.source = source
     calls = _draw(addon.panels.mesh.SCENE_DIFFUSION_PT_mesh.draw, bpy.context)
     operators = {c[1][0] for c in calls if c[0] == "operator"}
-    assert operators == {"scene_diffusion.image_to_mesh", "scene_diffusion.import_generated_mesh"}
+    assert operators == {"scene_diffusion.image_to_mesh", "scene_diffusion.import_mesh"}
     assert any(c[0] == ("template_ID" if source == "IMAGE" else "prop") for c in calls)

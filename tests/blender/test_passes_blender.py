@@ -13,16 +13,11 @@ import numpy as np
 import pytest
 from mathutils import Vector
 
+from backend.imaging.control import normals_to_camera
 from backend.imaging.exr import read_exr
-from backend.imaging.passes import (
-    BACKGROUND_DEPTH,
-    CameraInfo,
-    background_mask,
-    camera_rays,
-    find_passes,
-    normals_to_camera,
-    require_passes,
-)
+from backend.imaging.passes import BACKGROUND_DEPTH, background_mask, find_passes, require_passes
+from backend.projection.camera import camera_rays
+from contract.formats.camera import CameraInfo
 
 WIDTH, HEIGHT = 48, 32
 PLANE_SIZE = 8.0

@@ -8,8 +8,8 @@ import bpy
 import numpy as np
 import pytest
 
-from backend import jobfolder
 from backend.imaging.exr import read_exr
+from contract import jobfolder
 
 
 def _pattern_image(name="Bricks", size=64, float_buffer=False):
@@ -77,7 +77,7 @@ def test_derive_pbr_builds_a_wired_principled_material(addon, clean_scene):
     job = _last_job(addon)
     record = jobfolder.read_job(job)
     assert record["status"] == "done" and record["request"]["source_colorspace"] == "srgb"
-    exr = read_exr(job / record["outputs"]["maps"])
+    exr = read_exr(job / record["outputs"]["maps_exr"])
     exr.require("albedo", "normal", "roughness", "metallic", "ao", "height")
     # The albedo is the source, linearised: Blender's own loader reads it back as such.
     source = _pixels(image)[:, :, :3]
@@ -114,7 +114,7 @@ def test_generate_texture_with_pbr_option(addon, clean_scene):
     bpy.ops.scene_diffusion.generate_texture()
     material = cube.active_material
     assert material.name == "cobblestones PBR"
-    assert set(addon.addon.pbr_material.find_maps(material)) == {"albedo", "ao", "roughness", "metallic",
+    assert set(addon.addon.scene_import.pbr.find_maps(material)) == {"albedo", "ao", "roughness", "metallic",
                                                                  "normal", "height"}
     attrs = read_exr(_last_job(addon) / "outputs" / "maps.exr").attributes
     assert attrs["prompt"] == "cobblestones" and attrs["seed"] == "3" and attrs["steps"] == "2"
@@ -140,12 +140,12 @@ def test_export_multilayer_exr_round_trips_through_import(addon, pbr_cube, tmp_p
     exr.require("albedo", "normal", "roughness", "metallic", "ao", "height")
     assert {"albedo.R", "normal.X", "roughness.Y"} <= set(exr.channels)
     assert exr.attributes["material"] == "Bricks PBR" and exr.attributes["software"].startswith("Scene Diffusion")
-    original = addon.addon.pbr_material.find_maps(pbr_cube.active_material)
+    original = addon.addon.scene_import.pbr.find_maps(pbr_cube.active_material)
 
     target = _cube("Target")
     export.import_path = str(tmp_path / "bricks.exr")
     assert bpy.ops.scene_diffusion.import_maps() == {"FINISHED"}
-    imported = addon.addon.pbr_material.find_maps(target.active_material)
+    imported = addon.addon.scene_import.pbr.find_maps(target.active_material)
     assert set(imported) == set(original)
     tolerance = 2e-3 if half else 1e-6
     for name in ("roughness", "normal", "height"):
@@ -162,7 +162,7 @@ def test_export_separate_files_directx_and_png16(addon, pbr_cube, tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["m_albedo.exr", "m_ao.exr", "m_height.exr", "m_metallic.exr", "m_normal.exr", "m_roughness.exr"]
     normal = read_exr(tmp_path / "m_normal.exr").layers["normal"]
-    original = _pixels(addon.addon.pbr_material.find_maps(pbr_cube.active_material)["normal"])
+    original = _pixels(addon.addon.scene_import.pbr.find_maps(pbr_cube.active_material)["normal"])
     assert np.abs(normal[:, :, 1] - (1.0 - original[:, :, 1])).max() < 1e-6  # green flipped
     assert np.abs(normal[:, :, 0] - original[:, :, 0]).max() < 1e-6
 
@@ -241,7 +241,7 @@ def test_derive_with_marigold_tiny_models(addon, clean_scene):
         bpy.ops.scene_diffusion.derive_pbr()
     finally:
         settings.method = "filters"
-    assert set(addon.addon.pbr_material.find_maps(cube.active_material)) == {
+    assert set(addon.addon.scene_import.pbr.find_maps(cube.active_material)) == {
         "albedo", "ao", "roughness", "metallic", "normal", "height"}
     record = jobfolder.read_job(_last_job(addon))
     assert record["models"]["normals"]["name"] == "marigold-normals-tiny"

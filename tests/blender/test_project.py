@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from mathutils import Vector
 
-from backend import jobfolder
-from backend.geometry.bake_mesh import load_bake_mesh
+from contract import jobfolder
+from contract.formats.surface import load_bake_mesh
 
 COLOUR = (0.8, 0.3, 0.1)  # display-encoded (sRGB) values of the projected test image
 
@@ -121,7 +121,7 @@ def _transformed_objects():
 
 
 def test_mesh_export_is_the_evaluated_mesh_in_world_space(addon, clean_scene, tmp_path):
-    bake_export = addon.addon.bake_export
+    bake_export = addon.addon.scene_export.project
     cube, sphere = _transformed_objects()
     depsgraph = bpy.context.evaluated_depsgraph_get()
     for obj in (cube, sphere):
@@ -172,7 +172,7 @@ def test_mesh_export_is_the_evaluated_mesh_in_world_space(addon, clean_scene, tm
 def test_meshes_are_exported_as_renders_see_them(addon, clean_scene, tmp_path):
     """Viewport and render differ: Subdivision 1 vs 2, an Array shown only in renders. The export (and so
     the bake) follows the render, which the depth passes show; the viewport settings come back afterwards."""
-    bake_export = addon.addon.bake_export
+    bake_export = addon.addon.scene_export.project
     cube = _cube("Levels")
     subdivision = cube.modifiers.new("Subdivision", "SUBSURF")
     subdivision.levels, subdivision.render_levels = 1, 2
@@ -279,7 +279,7 @@ def test_a_view_that_sees_none_of_an_object_is_a_warning(addon, clean_scene):
     _select(seen, hidden)
     _settings(image=_image())
     assert bpy.ops.scene_diffusion.project_image() == {"FINISHED"}
-    job = addon.addon.service.supervisor().current_job()
+    job = addon.addon.jobs.service.supervisor().current_job()
     assert any("Behind" in w and "sees none" in w for w in job.applied.warnings), job.applied.warnings
     assert job.applied.seen["Seen"] > 0.1 and job.applied.seen["Behind"] == 0.0
 
@@ -294,7 +294,7 @@ def test_interactive_project_image_lands_on_a_timer_tick(addon, clean_scene, int
     _settings(image=_image())
     assert bpy.ops.scene_diffusion.project_image() == {"FINISHED"}
     job = interactive.supervisor().current_job()
-    assert job.task == "bake" and "Cube Projected" not in bpy.data.images
+    assert job.task == "project_image" and "Cube Projected" not in bpy.data.images
     deadline = time.monotonic() + 120
     while not job.finished and time.monotonic() < deadline:
         interactive._tick()
@@ -353,7 +353,7 @@ def test_project_texture_automatic_views_remove_their_cameras(addon, clean_scene
 
 
 def test_automatic_cameras_are_removed_when_rendering_fails(addon, clean_scene, monkeypatch):
-    passes = addon.addon.passes
+    passes = addon.addon.scene_export.passes
     cube = _cube()
     _select(cube)
     _settings(views="AUTO", view_count=3)

@@ -9,8 +9,8 @@ import bpy
 import numpy as np
 import pytest
 
-from backend import jobfolder
 from backend.imaging.exr import read_exr
+from contract import jobfolder
 
 
 def _scene(size=64):
@@ -103,14 +103,14 @@ def test_animation_resumes_and_keeps_one_seed(addon, clean_scene, tmp_path):
 
 
 def test_interactive_animation_advances_on_timer_ticks_and_cancel_stops_it(addon, clean_scene, tmp_path):
-    service = addon.addon.service
+    service = addon.addon.jobs.service
     _, settings = _scene()
     settings.animation, settings.frame_start, settings.frame_end = True, 1, 3
     settings.output_dir, settings.steps = str(tmp_path / "frames"), 60
     service.blocking = False
     try:
         assert bpy.ops.scene_diffusion.render_controlnet() == {"FINISHED"}
-        sequence = addon.addon.render_sequence.current()
+        sequence = addon.addon.render_animation.current()
         assert sequence.frame == 1 and not sequence.finished
         deadline = time.monotonic() + 120
         while sequence.job.step == 0 and time.monotonic() < deadline:
@@ -147,7 +147,7 @@ def test_refusals_change_nothing(addon, clean_scene, configure, message):
 
 def test_settings_are_restored_when_the_render_fails(addon, clean_scene):
     scene, _ = _scene()
-    passes = addon.addon.passes
+    passes = addon.addon.scene_export.passes
     state = _render_state(scene)
     changes = passes.pass_render_settings(scene, Path("/tmp/x"), 96, 80, "CYCLES", 3)
     with pytest.raises(ZeroDivisionError), passes.overridden(*changes):

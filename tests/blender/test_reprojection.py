@@ -7,7 +7,7 @@ through an emission shader, is rendered from the same camera. A perfect projecti
 on every visible pixel; ``reprojection_error`` is the mean absolute RGB difference over the object's pixels
 less its silhouette, in fractions of full scale.
 
-- Ours: the add-on's exporter (evaluated mesh, camera, depth pass) + ``backend.imaging.bake.bake``.
+- Ours: the add-on's exporter (evaluated mesh, camera, depth pass) + ``backend.projection.bake.bake``.
 - Blender's: a UV Project modifier (projector: the camera) + a Cycles EMIT bake, at the same texture size.
   Its UVs are interpolated affinely across each face, which is not perspective-correct.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.imaging.bake import BakeSettings, bake
+from backend.projection.bake import BakeSettings, bake
 from devtools.blender_projection import (
     CASES,
     blender_bake,

@@ -10,7 +10,7 @@ from pathlib import Path
 import bpy
 import pytest
 
-from backend import jobfolder
+from contract import jobfolder
 
 
 def _settings(**values):

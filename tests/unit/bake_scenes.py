@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.geometry.bake_mesh import BakeMesh
-from backend.imaging.passes import BACKGROUND_DEPTH, CameraInfo, camera_rays
+from backend.imaging.passes import BACKGROUND_DEPTH
+from backend.projection.camera import camera_rays
+from contract.formats.camera import CameraInfo
+from contract.formats.surface import BakeMesh
 
 
 def look_at(eye: tuple[float, float, float], target: tuple[float, float, float] = (0.0, 0.0, 0.0),

@@ -1,4 +1,4 @@
-"""The views file of the projection tasks (backend/tasks/bake_inputs.py): what it reads and every error it names."""
+"""The views file of the projection tasks (contract/formats/views.py): what it reads and every error it names."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend import protocol
-from backend.geometry.bake_mesh import BakeMesh, save_bake_mesh
+from backend.errors import TaskError
 from backend.imaging.color import srgb_to_linear
 from backend.imaging.exr import write_exr
-from backend.tasks.bake_inputs import bake_views, load_meshes, load_views, referenced_files
-from backend.tasks.context import TaskError
+from backend.projection.views import bake_views, load_meshes, load_views
+from contract import messages
+from contract.formats.surface import BakeMesh, save_bake_mesh
+from contract.formats.views import referenced_files
 
 WIDTH, HEIGHT = 32, 24
 CAMERA: dict[str, Any] = {
@@ -117,7 +118,7 @@ def test_referenced_files_are_listed_once_relative_to_the_views_file(folder: Pat
 def _error(path: Path, **need: bool) -> TaskError:
     with pytest.raises(TaskError) as caught:
         load_views(path, **{"need_image": True, "need_depth": False, **need})
-    assert caught.value.code == protocol.INVALID_PARAMS and caught.value.hint
+    assert caught.value.code == messages.INVALID_PARAMS and caught.value.hint
     return caught.value
 
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from backend.diffusion.preview import latents_to_rgb
 from backend.imaging.image_io import read_image, to_uint8, write_png
 from backend.imaging.tiling import seam_ratio
-from backend.preview import latents_to_rgb
 
 
 def _periodic_noise(size: int) -> np.ndarray:

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from backend import jobfolder
+from contract import jobfolder
 
 
 def test_create_job_layout_and_record(tmp_path):

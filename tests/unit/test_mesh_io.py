@@ -1,4 +1,5 @@
-"""Mesh files and arrays (backend/geometry/mesh_io.py): round trips, axes, colour spaces, cleaning, errors."""
+"""Mesh files and arrays (backend/geometry/mesh_data.py, mesh_files.py, obj_ply.py): round trips, axes,
+colour spaces, cleaning, errors."""
 
 from __future__ import annotations
 
@@ -9,19 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.geometry.mesh_io import (
-    SUPPORTED,
-    MeshData,
-    MeshFileError,
-    clean,
-    flipped,
-    load_npz,
-    read_mesh,
-    save_npz,
-    signed_volume,
-    write_glb,
-    write_ply,
-)
+from backend.geometry.mesh_data import MeshData, clean, flipped, signed_volume
+from backend.geometry.mesh_files import SUPPORTED, MeshFileError, load_npz, read_mesh, save_npz, write_glb, write_ply
 from backend.imaging.color import srgb_to_linear
 
 # A square pyramid, Z up: a quad base (facing down) and four triangles, counter-clockwise from outside.

@@ -1,6 +1,6 @@
 import pytest
 
-from backend.params import MAX_SIZE, ParamError, TextureParams
+from contract.tasks import MAX_SIZE, ParamError, TextureParams
 
 
 def test_defaults_are_valid_and_round_trip():
@@ -35,7 +35,7 @@ def test_from_dict_rejects_unknown_and_mistyped_fields():
 
 
 def _render(**changes):
-    from backend.params import RenderParams
+    from contract.tasks import RenderParams
 
     base = {"prompt": "a house", "controls": [{"kind": "depth", "weight": 1.0}]}
     return RenderParams(**{**base, **changes})
@@ -45,7 +45,7 @@ def test_render_params_controls_and_bounds():
     params = _render(controls=[{"kind": "depth", "weight": 1.0}, {"kind": "canny", "weight": 0.0},
                                {"kind": "normal", "weight": 0.5, "start": 0.2, "end": 0.8}])
     assert [c.kind for c in params.active_controls()] == ["depth", "normal"]  # weight 0 is off
-    from backend.params import RenderParams
+    from contract.tasks import RenderParams
 
     assert RenderParams.from_dict(params.to_dict()) == params
 

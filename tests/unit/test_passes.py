@@ -8,23 +8,26 @@ import math
 import numpy as np
 import pytest
 
-from backend.imaging.exr import ExrImage, read_exr, write_exr
-from backend.imaging.passes import (
-    BACKGROUND_DEPTH,
+from backend.imaging.control import (
     NORMAL_BACKGROUND_COLOR,
-    CameraInfo,
-    PassError,
-    ScenePasses,
-    background_mask,
-    camera_rays,
     canny_edges,
     conditioning_rgb,
     depth_to_control,
-    find_passes,
     normals_to_camera,
     normals_to_control,
+)
+from backend.imaging.exr import ExrImage, read_exr, write_exr
+from backend.imaging.passes import (
+    BACKGROUND_DEPTH,
+    PassError,
+    ScenePasses,
+    background_mask,
+    find_passes,
     require_passes,
 )
+from backend.projection.camera import camera_rays
+from contract.formats import FormatError
+from contract.formats.camera import CameraInfo
 
 # --- analytic scenes -----------------------------------------------------------------------------------------------
 
@@ -108,12 +111,12 @@ def test_camera_round_trips_through_its_dict_and_rejects_bad_values():
     assert CameraInfo.from_dict(camera.to_dict()) == camera
     d = camera.to_dict()
     del d["lens"], d["clip_end"]
-    with pytest.raises(PassError, match="'lens', 'clip_end'"):
+    with pytest.raises(FormatError, match="'lens', 'clip_end'"):
         CameraInfo.from_dict(d)
     for key, value, words in (("type", "PANO", "PERSP, ORTHO"), ("sensor_fit", "FIT", "AUTO"),
                               ("lens", 0.0, "greater than 0"), ("resolution_x", 12.5, "whole number"),
                               ("matrix_world", [[1, 0], [0, 1]], "4 rows"), ("clip_end", 0.05, "beyond")):
-        with pytest.raises(PassError, match=words):
+        with pytest.raises(FormatError, match=words):
             CameraInfo.from_dict({**camera.to_dict(), key: value})
 
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.geometry.bake_mesh import BakeMesh, BakeMeshError, load_bake_mesh, save_bake_mesh
-from backend.imaging.bake import BakeSettings, BakeView, bake, render_into_view
-from backend.imaging.fill import fill_holes, pad_islands
-from backend.imaging.passes import camera_rays
-from backend.imaging.projection import project
-from backend.imaging.uv_raster import rasterize_uv
+from backend.projection.bake import BakeSettings, BakeView, bake, render_into_view
+from backend.projection.camera import camera_rays, project
+from backend.projection.fill import fill_holes, pad_islands
+from backend.projection.uv_raster import rasterize_uv
+from contract.formats.surface import BakeMesh, BakeMeshError, load_bake_mesh, save_bake_mesh
 from tests.unit.bake_scenes import camera, plane, sphere_depth, uv_sphere
 
 CAMERA_CASES = [

@@ -1,0 +1,155 @@
+"""The add-on's one backend: submit jobs, supervise them from a timer, keep UI state.
+
+Under ``bpy.app.background`` (``blender -b`` scripts, the ``bpy`` module) submit() runs the
+job to its end before returning, through the same supervisor code the timer uses.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import bpy
+
+from ...contract import jobfolder
+from ...contract.tasks import TaskOutputs, TaskParams
+from .. import paths, preferences, previews
+from .client import LaunchConfig
+from .supervisor import Applied, Job, Supervisor
+
+BUSY_INTERVAL = 0.1  # seconds between timer ticks while a job runs: death is seen within 2 s
+IDLE_INTERVAL = 0.5
+
+_supervisor: Supervisor | None = None
+# None: wait for jobs exactly when Blender has no event loop to run timers (background).
+# Tests of the interactive path set False and drive _tick() themselves.
+blocking: bool | None = None
+_file_generation = 0  # bumped on every file load: results never land in another file
+
+
+def launch_config() -> LaunchConfig:
+    prefs = preferences.get()
+    return LaunchConfig(
+        python=preferences.backend_python(), log_path=paths.log_path(),
+        registry=preferences.models_registry(), device=prefs.device, precision=prefs.precision,
+        allow_download=prefs.allow_download and bpy.app.online_access,
+        allow_unsafe=prefs.allow_unsafe_weights,
+        handshake_timeout=prefs.handshake_timeout)
+
+
+def supervisor() -> Supervisor:
+    global _supervisor
+    if _supervisor is None:
+        _supervisor = Supervisor(launch_config)
+    return _supervisor
+
+
+def new_job_folder(task: str) -> Path:
+    """A fresh job folder for ``task`` (a parameters class's ``task``), for operators that write inputs before
+    they submit; old finished jobs beyond the retention count are pruned first."""
+    root = paths.jobs_dir()
+    active = {j.job_dir for j in supervisor().active_jobs()}
+    jobfolder.prune_jobs(root, keep=max(0, preferences.get().job_retention - 1), protect=active)
+    return jobfolder.create_job(root, task, {})
+
+
+def discard_job_folder(job_dir: Path) -> None:
+    """Remove a folder whose job never started (its inputs could not be written)."""
+    shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def submit(params: TaskParams, on_result: Callable[[Job, TaskOutputs], Applied | None] | None = None,
+           on_finish: Callable[[Job], None] | None = None, job_dir: Path | None = None) -> Job:
+    """Run the task ``params`` belongs to (in ``job_dir``, or a new folder); in background mode wait for it.
+    ``on_result`` brings the task's outputs into the scene and returns what it brought, for the report."""
+    sup = supervisor()
+    if job_dir is None:
+        job_dir = new_job_folder(params.task)
+    jobfolder.update_job(job_dir, request=params.to_dict())
+    generation = _file_generation
+
+    def apply(job: Job, outputs: TaskOutputs) -> Applied | None:
+        if generation != _file_generation:
+            raise RuntimeError("another .blend file was opened while the job ran")
+        applied = on_result(job, outputs) if on_result is not None else None
+        if not bpy.app.background:
+            try:  # one undo step for what the result added; never fail a landed result over it
+                bpy.ops.ed.undo_push(message=f"Scene Diffusion: {params.task}")
+            except RuntimeError as exc:
+                print(f"Scene Diffusion: no undo step for job {job.id}: {exc}")
+        return applied
+
+    job = Job(jobfolder.read_job(job_dir)["id"], job_dir, params, on_result=apply, on_finish=on_finish)
+    sup.submit(job)
+    if is_blocking():
+        sup.run_until_done(job)
+    elif not bpy.app.timers.is_registered(_tick):
+        bpy.app.timers.register(_tick, first_interval=BUSY_INTERVAL, persistent=True)
+    tag_redraw()
+    return job
+
+
+def is_blocking() -> bool:
+    return bpy.app.background if blocking is None else blocking
+
+
+def _tick() -> float | None:
+    sup = supervisor()
+    if sup.tick():
+        for job in sup.active_jobs():
+            previews.update(job.id, job.preview)
+        tag_redraw()
+    if sup.active_jobs():
+        return BUSY_INTERVAL
+    return IDLE_INTERVAL if sup.client is not None else None
+
+
+def tag_redraw() -> None:
+    wm = getattr(bpy.context, "window_manager", None)
+    for window in getattr(wm, "windows", []):
+        for area in window.screen.areas:
+            if area.type in {"VIEW_3D", "IMAGE_EDITOR", "STATUSBAR", "PREFERENCES"}:
+                area.tag_redraw()
+
+
+def restart() -> None:
+    supervisor().restart()
+    if not bpy.app.background and not bpy.app.timers.is_registered(_tick):
+        bpy.app.timers.register(_tick, first_interval=BUSY_INTERVAL, persistent=True)
+
+
+def shutdown() -> None:
+    if _supervisor is not None:
+        _supervisor.stop()
+
+
+@bpy.app.handlers.persistent
+def _on_load_pre(*_args: object) -> None:
+    global _file_generation
+    _file_generation += 1
+
+
+def active_jobs() -> list[Job]:
+    """Running and queued jobs, without starting anything (for drawing)."""
+    return _supervisor.active_jobs() if _supervisor is not None else []
+
+
+def last_job_dir() -> Path | None:
+    job = supervisor().current_job()
+    return job.job_dir if job else None
+
+
+def register() -> None:
+    bpy.app.handlers.load_pre.append(_on_load_pre)
+    atexit.register(shutdown)
+
+
+def unregister() -> None:
+    if _on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_on_load_pre)
+    if bpy.app.timers.is_registered(_tick):
+        bpy.app.timers.unregister(_tick)
+    atexit.unregister(shutdown)
+    shutdown()

@@ -1,0 +1,1 @@
+"""Job folder -> scene: images, materials, meshes and projected textures, applied on the main thread."""

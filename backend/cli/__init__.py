@@ -1,0 +1,100 @@
+"""Command line: the server for the add-on, and every capability for shells and scripts.
+
+    python -m backend serve
+    python -m backend texture --prompt "mossy stone wall" --seamless --out DIR
+    python -m backend pbr --image wall.png --out DIR
+    python -m backend render --passes passes.exr --prompt "a cottage" --control depth=1.0 --out DIR
+    python -m backend mesh --image subject.png --out DIR
+    python -m backend import-mesh --file model.glb --out DIR
+    python -m backend project-image --mesh MESH.npz [--mesh ...] --views VIEWS.json --size 2048 --out DIR
+    python -m backend project-texture --mesh MESH.npz --views VIEWS.json --prompt "old bronze" --out DIR
+    python -m backend models make-tiny DIR | list | check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from backend.cli.tasks import TASK_COMMANDS, add_task_commands, run_task_command
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+
+
+def _engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
+    parser.add_argument("--registry", help="registry file or folder (default: $SCENE_DIFFUSION_MODELS, "
+                                           "else the built-in Hugging Face ids)")
+    parser.add_argument("--allow-download", action="store_true",
+                        help="download missing models from the Hugging Face hub")
+    parser.add_argument("--allow-unsafe", action="store_true",
+                        help="also load pickled .bin weights (safetensors only by default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="JSON-lines server for the Blender add-on")
+    _engine_options(serve)
+
+    add_task_commands(sub, _engine_options)
+
+    models = sub.add_parser("models", help="model registry tools")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    tiny = models_sub.add_parser("make-tiny", help="build tiny random-weight pipelines for tests and demos")
+    tiny.add_argument("dest", type=Path)
+    for name in ("list", "check"):
+        cmd = models_sub.add_parser(name, help=f"{name} what the registry resolves to")
+        cmd.add_argument("--registry")
+        cmd.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        from backend.server import serve
+
+        return serve(args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe)
+    if args.command in TASK_COMMANDS:
+        return run_task_command(args)
+    return _models(args)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from backend import models
+
+    if args.models_command == "make-tiny":
+        try:
+            from devtools.tiny_models import make_tiny
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("devtools"):
+                raise
+            print("error: make-tiny needs the repository checkout (devtools/ is not shipped in the extension zip)",
+                  file=sys.stderr)
+            return 2
+        print(make_tiny(args.dest))
+        return 0
+    try:
+        registry = models.load_registry(args.registry)
+    except models.ModelError as exc:
+        print(f"error: {exc.message}\n{exc.hint}", file=sys.stderr)
+        return 2
+    rows = models.describe(registry) if args.models_command == "list" else models.check(registry)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print(f"registry: {registry.path or 'built-in defaults'}")
+        for row in rows:
+            print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    return 0 if args.models_command == "list" or all(r.get("ok") for r in rows) else 1
