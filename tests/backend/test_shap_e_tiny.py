@@ -1,6 +1,6 @@
 """Shap-E image to 3D through the registry and the pipeline cache, on the tiny model.
 
-The tiny renderer is shaped at make-tiny time (backend/tiny.py: shape_shap_e_renderer) so that any
+The tiny renderer is shaped at make-tiny time (devtools/tiny_models/shap_e.py: shape_shap_e_renderer) so that any
 latent decodes to a closed, coloured, roughly spherical surface: the tests run the unmodified
 diffusers pipeline and check a real mesh comes out, deterministically.
 """
