@@ -71,7 +71,7 @@ def main() -> int:
 
     addon = extension.install(zip_path)
     from backend.projection.bake import BakeSettings, bake
-    from devtools import blender_projection
+    from devtools import blender_bake, blender_projection
 
     blender_projection.reset_scene()
     obj = bumpy_sphere(blender_projection, args.segments, args.rings)
@@ -94,7 +94,7 @@ def main() -> int:
 
     blender_s = float("inf")
     for _ in range(args.repeat):
-        blender_s = min(blender_s, blender_projection.blender_bake(
+        blender_s = min(blender_s, blender_bake.blender_bake(
             obj, cameras, sources, args.size, resolution=resolution, samples=1).seconds)
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -1,12 +1,14 @@
-"""Projection scenes and Blender's own projection machinery, for the reprojection test and bench/bake.py.
+"""Projection scenes, our projection's inputs and the reprojection measurement, for the reprojection test
+and bench/bake.py (Blender's own projection machinery is in ``devtools/blender_bake.py``).
 
 Runs inside ``bpy`` (import bpy first, after ``devtools.extension.prepare_user_dir`` where the add-on is
-installed). Three things live here, shared by ``tests/blender/test_reprojection.py`` and ``bench/bake.py``:
+installed). Three things live in these two modules, shared by ``tests/blender/test_reprojection.py`` and
+``bench/bake.py``:
 
 - Scene builders (``build_case``): one UV-unwrapped object, one camera aimed at it, a render size and a
   smooth source image, for the accuracy cases of issue #4 (``CASES``).
 - Blender's own way to project an image from a camera and bake it into an object's UV map, i.e. what a
-  user does without this add-on (``blender_bake``): per view a UV Project modifier whose projector is the
+  user does without this add-on (``blender_bake.blender_bake``): per view a UV Project modifier whose projector is the
   camera writes a UV map, and a Cycles EMIT bake of an emission shader that samples the view's image through
   that map bakes it into the object's own UV map. UV Project computes UVs per VERTEX (perspective divide at
   the vertices, then affine interpolation across each face), so inside a face the projection is not
@@ -264,106 +266,6 @@ def set_material(obj: Any, material: Any) -> None:
     obj.material_slots[0].material = material
 
 
-# --- Blender's own projection: UV Project modifier + Cycles EMIT bake ------------------------------------------------
-
-
-@dataclass
-class BlenderBake:
-    textures: list[np.ndarray]  # per view: size x size x 4 float32, row 0 at the top (alpha: what the bake wrote)
-    seconds: float  # the bakes alone, modifier evaluation included, setup excluded
-
-
-def blender_bake(obj: Any, cameras: Sequence[Any], sources: Sequence[np.ndarray], size: int, *,
-                 resolution: tuple[int, int], uv_map: str = UV_MAP, samples: int = 1, margin: int = 8,
-                 cleanup: bool = True) -> BlenderBake:
-    """Project ``sources[i]`` from ``cameras[i]`` onto ``obj`` and bake each into its own size x size image
-    in the object's ``uv_map``, the way a user would with Blender alone:
-
-    - per view a UV Project modifier (projector: the camera; aspect_x / aspect_y: the render's
-      ``resolution`` (width, height), scale 1) writing a UV map of its own, after the object's other
-      modifiers, so it projects the evaluated (e.g. subdivided) vertices;
-    - per view a Cycles EMIT bake (``samples`` samples, ``margin`` px of padding) of Emission <- Image
-      Texture(source) <- UV Map(projected), into an Image Texture node holding the target image, active
-      in the material, through ``uv_map``.
-
-    One bake per view, no blending (the work Blender does for a multi-view projection). Timed: the depsgraph
-    update that evaluates the modifiers and the bakes. The modifiers, UV maps and materials are removed
-    afterwards unless ``cleanup`` is False; the object's own modifiers are kept.
-    """
-    if len(cameras) != len(sources):
-        raise ValueError("one source image per camera")
-    scene = bpy.context.scene
-    view_layer = bpy.context.view_layer
-    mesh = obj.data
-    mesh.uv_layers.active = mesh.uv_layers[uv_map]
-    width, height = resolution
-
-    added_modifiers, added_maps, materials, images = [], [], [], []
-    targets: list[Any] = []
-    for index, (camera, source) in enumerate(zip(cameras, sources, strict=True)):
-        map_name = f"Projected.{index:03d}"
-        mesh.uv_layers.new(name=map_name, do_init=False)
-        added_maps.append(map_name)
-        modifier = obj.modifiers.new(f"UVProject.{index:03d}", "UV_PROJECT")
-        modifier.uv_layer = map_name
-        modifier.projector_count = 1
-        modifier.projectors[0].object = camera
-        modifier.aspect_x, modifier.aspect_y = float(width), float(height)
-        modifier.scale_x = modifier.scale_y = 1.0
-        added_modifiers.append(modifier.name)
-        source_image = to_blender_image(f"source.{index:03d}", source, opaque=True)
-        target = new_target_image(f"blender_bake.{index:03d}", size)
-        material, nodes = emission_material(f"project.{index:03d}", source_image, map_name)
-        target_node = nodes.new("ShaderNodeTexImage")
-        target_node.image = target
-        for node in nodes:
-            node.select = False
-        target_node.select = True
-        nodes.active = target_node
-        materials.append(material)
-        images += [source_image, target]
-        targets.append(target)
-    mesh.uv_layers.active = mesh.uv_layers[uv_map]
-    mesh.uv_layers[uv_map].active_render = True
-
-    cycles = scene.cycles
-    cycles.samples = samples
-    cycles.use_adaptive_sampling = False
-    cycles.use_denoising = False
-    cycles.bake_type = "EMIT"
-    bake = scene.render.bake
-    bake.target = "IMAGE_TEXTURES"
-    bake.margin = margin
-    bake.use_clear = True
-    for other in view_layer.objects:
-        other.select_set(False)
-    obj.select_set(True)
-    view_layer.objects.active = obj
-    set_material(obj, materials[0])
-
-    start = time.perf_counter()
-    view_layer.update()  # evaluates the UV Project modifiers
-    for material in materials:
-        obj.material_slots[0].material = material
-        bpy.ops.object.bake(type="EMIT", margin=margin, use_clear=True, target="IMAGE_TEXTURES", uv_layer=uv_map)
-    seconds = time.perf_counter() - start
-
-    textures = [from_blender_image(target) for target in targets]
-    if cleanup:
-        obj.material_slots[0].material = None
-        for name in added_modifiers:
-            obj.modifiers.remove(obj.modifiers[name])
-        for name in added_maps:
-            mesh.uv_layers.remove(mesh.uv_layers[name])
-        mesh.uv_layers.active = mesh.uv_layers[uv_map]
-        for material in materials:
-            bpy.data.materials.remove(material)
-        for image in images:
-            bpy.data.images.remove(image)
-        view_layer.update()
-    return BlenderBake(textures, seconds)
-
-
 # --- our projection: the add-on's export + backend.projection.bake ---------------------------------------------------
 
 
@@ -378,13 +280,11 @@ class OurInputs:
 def our_inputs(addon: ModuleType | str, obj: Any, cameras: Sequence[Any], sources: Sequence[np.ndarray], *,
                resolution: tuple[int, int], uv_map: str = UV_MAP, folder: Path | None = None) -> OurInputs:
     """What the add-on hands the backend for a projection: the object's evaluated mesh in world space
-    (``addon/bake_export.mesh_arrays``), and per camera its ``camera_info`` and a depth pass rendered by
+    (``addon/scene_export/project.surface``), and per camera its ``camera_info`` and a depth pass rendered by
     ``addon/passes.render_passes`` at ``resolution``; ``sources[i]`` is the image projected from
     ``cameras[i]``. ``addon``: the installed add-on's module (or its name)."""
     from backend.imaging.passes import find_passes, require_passes
     from backend.projection.bake import BakeView
-    from contract.formats.camera import CameraInfo
-    from contract.formats.surface import BakeMesh
 
     name = addon if isinstance(addon, str) else addon.__name__
     bake_export = importlib.import_module(f"{name}.addon.scene_export.project")
@@ -394,9 +294,7 @@ def our_inputs(addon: ModuleType | str, obj: Any, cameras: Sequence[Any], source
 
     start = time.perf_counter()
     with bake_export.render_evaluation(bpy.context, [obj]) as depsgraph:
-        arrays = bake_export.mesh_arrays(obj, depsgraph, uv_map)
-    mesh = BakeMesh(arrays["positions"], arrays["triangles"], arrays["uvs"], arrays["normals"],
-                    str(arrays.get("name", obj.name)))
+        mesh = bake_export.surface(obj, depsgraph, uv_map)
     export_seconds = time.perf_counter() - start
 
     views = []
@@ -413,7 +311,7 @@ def our_inputs(addon: ModuleType | str, obj: Any, cameras: Sequence[Any], source
                 depth_seconds += time.perf_counter() - start
                 found = find_passes(read_exr(path))
                 require_passes(found, {"depth"}, str(path))
-                info = CameraInfo.from_dict(passes.camera_info(scene, camera, width, height))
+                info = passes.camera_info(scene, camera, width, height)
                 views.append(BakeView(camera=info, image=np.asarray(source, np.float32), depth=found.depth,
                                       name=camera.name))
         finally:

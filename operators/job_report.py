@@ -3,7 +3,7 @@ or, in background mode where the job has already ended, with its outcome as the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import bpy
 
@@ -34,3 +34,15 @@ def finish(op: bpy.types.Operator, job: Job) -> set[OperatorReturnItems]:
     else:
         op.report({"WARNING"}, f"Job {job.id} cancelled: nothing was changed")
     return {"CANCELLED"}
+
+
+def scene_settings(op: bpy.types.Operator, group: Any) -> Any | None:
+    """The capability's scene settings with the call's keywords over them; None (after an error report) when
+    a keyword names a datablock that does not exist."""
+    from ..addon import overrides
+
+    try:
+        return overrides.SettingsView(op, group)
+    except overrides.OverrideError as exc:
+        op.report({"ERROR"}, str(exc))
+        return None

@@ -11,7 +11,8 @@ import bpy
 
 from ..addon.jobs import service
 from ..addon.jobs.supervisor import Job
-from ..addon.scene_import import mesh
+from ..addon.overrides import with_overrides
+from ..addon.properties import MeshSettings
 from ..contract.formats import FormatError
 from ..contract.formats.mesh_files import mesh_file_inputs
 from ..contract.tasks import ImportMeshParams, MeshOutputs, MeshParams, ParamError, TaskOutputs
@@ -21,21 +22,26 @@ from . import job_report
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
+    from ..addon.scene_import.mesh import MeshImported
+
 IMAGE_FORMATS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 def _importer(settings: Any, name: str, location: tuple[float, float, float]
-              ) -> Callable[[Job, TaskOutputs], mesh.MeshImported]:
+              ) -> Callable[[Job, TaskOutputs], MeshImported]:
     """on_result: bring outputs/mesh.npz in, with the settings as they were at submit time."""
     target_size, bake = settings.target_size, settings.texture_size if settings.bake_texture else 0
 
-    def on_result(job: Job, outputs: TaskOutputs) -> mesh.MeshImported:
+    def on_result(job: Job, outputs: TaskOutputs) -> MeshImported:
+        from ..addon.scene_import import mesh  # numpy: imported when used, not at register()
+
         assert isinstance(outputs, MeshOutputs)
         return mesh.import_mesh(job.job_dir / outputs.mesh, name, target_size, location, bake_size=bake)
 
     return on_result
 
 
+@with_overrides(MeshSettings, skip=("import_path",))
 class SCENE_DIFFUSION_OT_image_to_mesh(bpy.types.Operator):
     """Generate a textured mesh from an image and place it at the 3D cursor"""
 
@@ -47,7 +53,9 @@ class SCENE_DIFFUSION_OT_image_to_mesh(bpy.types.Operator):
         from ..addon.scene_export import pixels  # numpy: imported when used, not at register()
 
         scene: Any = context.scene
-        settings = scene.scene_diffusion.mesh
+        settings = job_report.scene_settings(self, scene.scene_diffusion.mesh)
+        if settings is None:
+            return {"CANCELLED"}
         try:
             params = MeshParams(background=settings.background, tolerance=settings.tolerance, steps=settings.steps,
                                 guidance=settings.guidance, seed=-1 if settings.random_seed else settings.seed,

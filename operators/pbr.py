@@ -12,6 +12,8 @@ import bpy
 from ..addon import paths
 from ..addon.jobs import service
 from ..addon.jobs.supervisor import Job
+from ..addon.overrides import with_overrides
+from ..addon.properties import ExportSettings, PbrSettings
 from ..addon.scene_import import pbr
 from ..addon.scene_import.materials import PROVENANCE_KEY
 from ..contract.tasks import (
@@ -40,6 +42,7 @@ def _provenance(image: bpy.types.Image) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()} if data is not None else {}
 
 
+@with_overrides(PbrSettings)
 class SCENE_DIFFUSION_OT_derive_pbr(bpy.types.Operator):
     """Derive normal, roughness, metallic, AO and height maps from a colour image and build a PBR material"""
 
@@ -50,7 +53,9 @@ class SCENE_DIFFUSION_OT_derive_pbr(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
         from ..addon.scene_export import pixels  # numpy: imported when used, not at register
 
-        settings = context.scene.scene_diffusion.pbr
+        settings = job_report.scene_settings(self, context.scene.scene_diffusion.pbr)
+        if settings is None:
+            return {"CANCELLED"}
         obj = context.active_object
         image = settings.image or pbr.base_color_image(obj.active_material if obj else None)
         if image is None:
@@ -80,6 +85,7 @@ class SCENE_DIFFUSION_OT_derive_pbr(bpy.types.Operator):
         return job_report.finish(self, job)
 
 
+@with_overrides(ExportSettings, skip=("import_path",))
 class SCENE_DIFFUSION_OT_export_maps(bpy.types.Operator):
     """Export the active material's maps as OpenEXR (or 16-bit PNG) with provenance in the header"""
 
@@ -90,7 +96,9 @@ class SCENE_DIFFUSION_OT_export_maps(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
         from ..addon.scene_export import pixels  # numpy: imported when used, not at register
 
-        settings = context.scene.scene_diffusion.export
+        settings = job_report.scene_settings(self, context.scene.scene_diffusion.export)
+        if settings is None:
+            return {"CANCELLED"}
         obj = context.active_object
         material = obj.active_material if obj else None
         maps = pbr.find_maps(material) if material else {}

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from ..addon.jobs import service
+from ..addon.overrides import with_overrides
+from ..addon.properties import ProjectSettings
 from ..addon.scene_export import project
 from ..addon.scene_export.passes import PassRenderError
 from ..addon.scene_import import project as project_result
@@ -52,6 +54,7 @@ def _skipped_note(op: bpy.types.Operator, skipped: list[str]) -> None:
         op.report({"INFO"}, f"Not meshes, left as they are: {', '.join(skipped)}")
 
 
+@with_overrides(ProjectSettings)
 class SCENE_DIFFUSION_OT_project_image(bpy.types.Operator):
     """Project an image from a camera onto the selected meshes and bake it into their UV maps"""
 
@@ -61,7 +64,9 @@ class SCENE_DIFFUSION_OT_project_image(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
         scene: Any = context.scene
-        settings = scene.scene_diffusion.project
+        settings = job_report.scene_settings(self, scene.scene_diffusion.project)
+        if settings is None:
+            return {"CANCELLED"}
         try:
             meshes, skipped = _meshes(context)
             camera = settings.camera or scene.camera
@@ -91,6 +96,7 @@ class SCENE_DIFFUSION_OT_project_image(bpy.types.Operator):
         return job_report.finish(self, job)
 
 
+@with_overrides(ProjectSettings)
 class SCENE_DIFFUSION_OT_project_texture(bpy.types.Operator):
     """Generate a texture from the prompt in one or more views with depth ControlNets, project it onto
     the selected meshes and bake it into their UV maps"""
@@ -101,7 +107,9 @@ class SCENE_DIFFUSION_OT_project_texture(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
         scene: Any = context.scene
-        settings = scene.scene_diffusion.project
+        settings = job_report.scene_settings(self, scene.scene_diffusion.project)
+        if settings is None:
+            return {"CANCELLED"}
         try:
             meshes, skipped = _meshes(context, also_fine=("CAMERA",) if settings.views == "SELECTED" else ())
             cameras = self._cameras(context, settings)

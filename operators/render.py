@@ -11,6 +11,8 @@ import bpy
 from ..addon import paths, render_animation
 from ..addon.jobs import service
 from ..addon.jobs.supervisor import Job
+from ..addon.overrides import with_overrides
+from ..addon.properties import RenderSettings
 from ..addon.scene_export import passes
 from ..addon.scene_import import render
 from ..contract.tasks import ParamError, RenderOutputs, RenderParams, TaskOutputs
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
 
+@with_overrides(RenderSettings)
 class SCENE_DIFFUSION_OT_render_controlnet(bpy.types.Operator):
     """Render depth, normal and colour passes from the active camera and let ControlNets follow them"""
 
@@ -29,7 +32,9 @@ class SCENE_DIFFUSION_OT_render_controlnet(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
         scene: Any = context.scene  # carries the add-on's scene_diffusion property group
-        settings = scene.scene_diffusion.render
+        settings = job_report.scene_settings(self, scene.scene_diffusion.render)
+        if settings is None:
+            return {"CANCELLED"}
         if scene.camera is None:
             self.report({"ERROR"}, "The scene has no active camera: add one and make it active (Ctrl+Numpad 0)")
             return {"CANCELLED"}

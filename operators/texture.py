@@ -10,11 +10,14 @@ if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
 from ..addon.jobs import service
+from ..addon.overrides import with_overrides
+from ..addon.properties import TextureSettings
 from ..addon.scene_import import texture
 from ..contract.tasks import ParamError
 from . import job_report
 
 
+@with_overrides(TextureSettings)
 class SCENE_DIFFUSION_OT_generate_texture(bpy.types.Operator):
     """Generate a texture from the prompt; put it on the selected mesh objects"""
 
@@ -23,7 +26,9 @@ class SCENE_DIFFUSION_OT_generate_texture(bpy.types.Operator):
     bl_options = {"REGISTER"}  # the result gets its own undo step when it lands
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
-        settings = context.scene.scene_diffusion.texture
+        settings = job_report.scene_settings(self, context.scene.scene_diffusion.texture)
+        if settings is None:
+            return {"CANCELLED"}
         try:
             params = settings.to_params()
         except ParamError as exc:

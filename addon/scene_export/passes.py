@@ -7,13 +7,15 @@ renders them). Every render setting touched here is restored afterwards, whateve
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bpy
+
+if TYPE_CHECKING:
+    from ...contract.formats.camera import CameraInfo
 
 ENGINES = ("CYCLES", "BLENDER_EEVEE", "BLENDER_WORKBENCH")
 PASSES_FILE = "passes.exr"
@@ -53,11 +55,13 @@ def engine_id(engine: str) -> str:
     return "BLENDER_EEVEE_NEXT" if "BLENDER_EEVEE_NEXT" in items else "BLENDER_EEVEE"
 
 
-def camera_info(scene: bpy.types.Scene, camera: bpy.types.Object, width: int, height: int) -> dict[str, Any]:
-    """Everything needed to reproduce Blender's projection (see backend.imaging.passes.CameraInfo)."""
+def camera_info(scene: bpy.types.Scene, camera: bpy.types.Object, width: int, height: int) -> CameraInfo:
+    """Everything needed to reproduce Blender's projection, as the contract's camera (checked on creation)."""
+    from ...contract.formats.camera import CameraInfo  # numpy: imported when used, not at register()
+
     data: Any = camera.data
     matrix: Any = camera.matrix_world  # mathutils.Matrix: rows iterate as Vectors
-    return {
+    return CameraInfo.from_dict({
         "matrix_world": [list(row) for row in matrix],
         "type": data.type, "lens": data.lens, "sensor_width": data.sensor_width,
         "sensor_height": data.sensor_height, "sensor_fit": data.sensor_fit,
@@ -65,7 +69,7 @@ def camera_info(scene: bpy.types.Scene, camera: bpy.types.Object, width: int, he
         "clip_start": data.clip_start, "clip_end": data.clip_end,
         "resolution_x": width, "resolution_y": height,
         "pixel_aspect_x": 1.0, "pixel_aspect_y": 1.0,
-    }
+    })
 
 
 def pass_render_settings(scene: bpy.types.Scene, stem: Path, width: int, height: int, engine: str,
@@ -100,6 +104,8 @@ def render_passes(scene: bpy.types.Scene, inputs: Path, width: int, height: int,
                   engine: str = "CYCLES", samples: int = 1, frame: int | None = None) -> Path:
     """Render Combined + Z + Normal from the scene's camera into ``inputs/passes.exr``
     (multilayer EXR) and the camera, as it is at that frame, into ``inputs/camera.json``."""
+    from ...contract.formats.camera import write_camera
+
     out_path = inputs / PASSES_FILE
     camera = scene.camera
     if camera is None:
@@ -111,7 +117,7 @@ def render_passes(scene: bpy.types.Scene, inputs: Path, width: int, height: int,
             if frame is not None:
                 scene.frame_set(frame)
             bpy.ops.render.render(write_still=True, scene=scene.name)
-            (inputs / CAMERA_FILE).write_text(json.dumps(camera_info(scene, camera, width, height), indent=2))
+            write_camera(inputs / CAMERA_FILE, camera_info(scene, camera, width, height))
         except RuntimeError as exc:
             raise PassRenderError(f"Blender could not render the passes: {exc}") from None
         finally:

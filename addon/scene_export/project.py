@@ -2,16 +2,14 @@
 (``inputs/views.json`` with one pass render per camera), UV maps made where asked, and the
 temporary cameras of automatic views.
 
-The mesh format is documented in ``contract/formats/surface.py``; it is written here with numpy
-directly (that module's absolute ``backend.`` imports do not resolve inside the installed
-extension). numpy is imported when used, not at register().
+Meshes and views are written with the contract's writers (``contract/formats/surface.py``,
+``contract/formats/views.py``), so the backend reads them with the matching readers. numpy is
+imported when used, not at register().
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from ...contract.jobfolder import atomic_write_text, atomic_write_with
 from ...contract.tasks.project import mesh_inputs
 from . import passes
 
 if TYPE_CHECKING:
     import numpy
 
-MESHES_DIR = "inputs/meshes"
+    from ...contract.formats.surface import BakeMesh
+
 VIEWS_FILE = "views.json"  # in inputs/; the paths it holds are relative to inputs/
 AUTO_VIEW_NAME = "Projection View"
 FIT_MARGIN = 1.1  # automatic views: the bounding sphere fills the narrower side of the frame, less 10 %
@@ -125,12 +123,13 @@ def _foreach(collection: Any, key: str, count: int, width: int, dtype: Any) -> n
     return buffer.reshape(count, width) if width > 1 else buffer
 
 
-def mesh_arrays(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph, uv_map: str) -> dict[str, numpy.ndarray]:
-    """The evaluated surface of ``obj`` (modifiers applied) in world space, as ``bake_mesh.py`` describes:
-    positions (V x 3), triangles (T x 3), uvs (T x 3 x 2, from ``uv_map``), normals (T x 3 x 3, world-space
-    unit corner normals) and name (0-d str array). Raises BakeExportError when the evaluated mesh has no
-    faces or lacks the UV map (a modifier may drop it)."""
+def surface(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph, uv_map: str) -> BakeMesh:
+    """The evaluated surface of ``obj`` (modifiers applied) in world space, as ``contract/formats/surface.py``
+    describes it: positions, loop triangles, corner UVs from ``uv_map`` and world-space unit corner normals.
+    Raises BakeExportError when the evaluated mesh has no faces or lacks the UV map (a modifier may drop it)."""
     import numpy as np
+
+    from ...contract.formats.surface import BakeMesh
 
     evaluated: Any = obj.evaluated_get(depsgraph)
     matrix = np.array(evaluated.matrix_world, dtype=np.float64)
@@ -155,15 +154,7 @@ def mesh_arrays(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph, uv_map: s
     corner = normals[loops].astype(np.float64) @ normal_matrix.T
     length = np.linalg.norm(corner, axis=-1, keepdims=True)
     corner = np.divide(corner, length, out=np.zeros_like(corner), where=length > 1e-12)
-    return {"positions": world.astype(np.float32), "triangles": triangles,
-            "uvs": np.ascontiguousarray(uvs[loops]), "normals": corner.astype(np.float32), "name": np.array(obj.name)}
-
-
-def write_mesh(path: str | os.PathLike[str], arrays: dict[str, numpy.ndarray]) -> Path:
-    """Write the arrays as an uncompressed npz, atomically (it loads at memory speed)."""
-    import numpy as np
-
-    return atomic_write_with(path, lambda handle: np.savez(handle, **arrays))
+    return BakeMesh(world, triangles, uvs[loops], corner, obj.name)
 
 
 @contextmanager
@@ -194,11 +185,13 @@ def render_evaluation(context: bpy.types.Context, objects: Sequence[bpy.types.Ob
 def export_meshes(context: bpy.types.Context, targets: Sequence[BakeTarget], job_dir: Path) -> list[str]:
     """One npz per target in ``job_dir/inputs/meshes``, evaluated as renders see them; returns their
     job-relative paths (ProjectImageParams.meshes)."""
+    from ...contract.formats.surface import save_bake_mesh
+
     objects = [bpy.data.objects[target.name] for target in targets]
     relative = mesh_inputs(len(targets))
     with render_evaluation(context, objects) as depsgraph:
         for obj, target, rel in zip(objects, targets, relative, strict=True):
-            write_mesh(job_dir / rel, mesh_arrays(obj, depsgraph, target.uv_map))
+            save_bake_mesh(job_dir / rel, surface(obj, depsgraph, target.uv_map))
     return relative
 
 
@@ -214,13 +207,14 @@ def export_views(scene: bpy.types.Scene, inputs: Path, cameras: Sequence[bpy.typ
     """Render the passes (Depth, Normal) from every camera into ``inputs/views/NN/passes.exr`` and write
     ``inputs/views.json``. With ``image`` (project_image) it is saved once, before anything renders, and
     every view projects it. The scene's camera is restored afterwards, whatever happens."""
-    from . import pixels as image_data
+    from ...contract.formats.views import ViewEntry, write_views
+    from . import pixels
 
-    shared: dict[str, str] = {}
+    image_path = colorspace = None
     if image is not None:
+        image_path = "views/00/image.npy"
         (inputs / "views" / "00").mkdir(parents=True, exist_ok=True)
-        colorspace = image_data.save_npy(image, inputs / "views" / "00" / "image.npy", need_colour=True)
-        shared = {"image": "views/00/image.npy", "image_colorspace": colorspace}
+        colorspace = pixels.save_npy(image, inputs / image_path, need_colour=True)
     views = []
     original = scene.camera
     try:
@@ -229,13 +223,11 @@ def export_views(scene: bpy.types.Scene, inputs: Path, cameras: Sequence[bpy.typ
             (inputs / folder).mkdir(parents=True, exist_ok=True)
             scene.camera = camera
             passes.render_passes(scene, inputs / folder, width, height)
-            views.append({"name": camera.name, "camera": passes.camera_info(scene, camera, width, height),
-                          "passes": f"{folder}/{passes.PASSES_FILE}", **shared})
+            views.append(ViewEntry(camera.name, passes.camera_info(scene, camera, width, height),
+                                   f"{folder}/{passes.PASSES_FILE}", image_path, colorspace))
     finally:
         scene.camera = original
-    path = inputs / VIEWS_FILE
-    atomic_write_text(path, json.dumps({"views": views}, indent=2))
-    return path
+    return write_views(inputs / VIEWS_FILE, views)
 
 
 def bounding_sphere(objects: Sequence[bpy.types.Object], depsgraph: bpy.types.Depsgraph) -> tuple[Any, float]:

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..jobfolder import atomic_write_with
-from . import FormatError
+from . import FormatError, read_npz, write_npz
 
 ARRAYS = ("vertices", "face_sizes", "face_vertices")
 
@@ -56,23 +55,14 @@ def write_mesh_arrays(path: str | os.PathLike[str], mesh: MeshArrays) -> Path:
     arrays = {"vertices": mesh.vertices, "face_sizes": mesh.face_sizes, "face_vertices": mesh.face_vertices}
     if mesh.colors is not None:
         arrays["colors"] = mesh.colors
-    return atomic_write_with(path, lambda handle: np.savez(handle, **arrays))
+    return write_npz(path, arrays)
 
 
 def read_mesh_arrays(path: str | os.PathLike[str]) -> MeshArrays:
     """Read and check a ``mesh.npz``; FormatError naming the file when it is not one."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [name for name in ARRAYS if name not in data.files]
-            if missing:
-                raise FormatError(f"{path.name} lacks the array(s) {', '.join(missing)}")
-            colors = data["colors"] if "colors" in data.files else None
-            mesh = MeshArrays(data["vertices"], data["face_sizes"], data["face_vertices"], colors)
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, FormatError):
-            raise
-        raise FormatError(f"{path.name} is not a readable mesh.npz: {exc}") from None
+    data = read_npz(path, ARRAYS, "mesh.npz")
+    mesh = MeshArrays(data["vertices"], data["face_sizes"], data["face_vertices"], data.get("colors"))
     try:
         mesh.check()
     except FormatError as exc:

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..jobfolder import atomic_write_with
-from . import FormatError
+from . import FormatError, read_npz, write_npz
 
 ARRAYS = ("positions", "triangles", "uvs", "normals")
 
@@ -72,22 +71,11 @@ class BakeMesh:
 
 
 def save_bake_mesh(path: str | os.PathLike[str], mesh: BakeMesh) -> Path:
-    """Write ``mesh`` atomically (uncompressed: it loads at memory speed)."""
-    return atomic_write_with(path, lambda handle: np.savez(
-        handle, positions=mesh.positions, triangles=mesh.triangles, uvs=mesh.uvs, normals=mesh.normals,
-        name=np.array(mesh.name)))
+    return write_npz(path, {"positions": mesh.positions, "triangles": mesh.triangles, "uvs": mesh.uvs,
+                            "normals": mesh.normals, "name": np.array(mesh.name)})
 
 
 def load_bake_mesh(path: str | os.PathLike[str]) -> BakeMesh:
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [key for key in ARRAYS if key not in data.files]
-            if missing:
-                raise BakeMeshError(f"{path.name} lacks the array(s) {', '.join(missing)}")
-            name = str(data["name"]) if "name" in data.files else path.stem
-            return BakeMesh(data["positions"], data["triangles"], data["uvs"], data["normals"], name)
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, BakeMeshError):
-            raise
-        raise BakeMeshError(f"{path.name} is not a readable mesh file for baking: {exc}") from None
+    data = read_npz(path, ARRAYS, "mesh file for baking", BakeMeshError)
+    name = str(data["name"]) if "name" in data else Path(path).stem
+    return BakeMesh(data["positions"], data["triangles"], data["uvs"], data["normals"], name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..schema import ParamError, bounded, relative
-from .base import TaskOutputs, TaskParams, check_generation, check_preview_every, output_file
+from .base import TaskOutputs, TaskParams, check_generation, output_file
 from .render import MAX_CONTROL_WEIGHT, NORMAL_ENCODINGS
 
 MIN_TEXTURE_SIZE = 16
@@ -123,7 +123,6 @@ class ProjectTextureParams(BakeSettingsMixin, TaskParams):
     def validate(self) -> None:
         check_generation(self, "describe the texture to project")
         check_bake(self)
-        check_preview_every(self.preview_every)
         if self.normal_encoding not in NORMAL_ENCODINGS:
             raise ParamError(f"normal_encoding must be one of {', '.join(NORMAL_ENCODINGS)}")
         if self.depth_weight == 0 and self.normal_weight == 0:

@@ -13,14 +13,20 @@ from pathlib import Path
 from contract import messages
 
 ROOT = Path(__file__).resolve().parents[2]
+OFFLINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+
+
+def run_backend(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m backend ARGS`` from the checkout, offline, as a shell runs it."""
+    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=ROOT, env=OFFLINE_ENV, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 class BackendProcess:
     def __init__(self, registry: Path, *extra: str) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "backend", "serve", "--registry", str(registry), *extra],
-            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=ROOT, env=OFFLINE_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stderr: list[str] = []
         threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()
@@ -65,3 +71,20 @@ class BackendProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         return self.proc.wait()
+
+
+def run_cancelled_at(engine: object, submit: messages.Submit, step: int) -> tuple[messages.Message, list[int]]:
+    """Run ``submit`` in process and cancel it when progress reaches ``step``, as the server's reader does on a
+    cancel line; returns the final message and the steps reported."""
+    from backend.runner import run_job
+
+    cancel = threading.Event()
+    steps: list[int] = []
+
+    def send(message: messages.Message) -> None:
+        if isinstance(message, messages.Progress):
+            steps.append(message.step)
+            if message.step == step:
+                cancel.set()
+
+    return run_job(engine, submit, send, cancel), steps  # type: ignore[arg-type]

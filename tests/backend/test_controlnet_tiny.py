@@ -44,16 +44,6 @@ STEPS = 2
 STRENGTH = 0.5  # img2img runs int(steps * strength) steps: 4 steps at 0.5 -> 2
 
 
-@pytest.fixture()
-def registry(tiny_models: Path) -> models.Registry:
-    return models.load_registry(tiny_models)
-
-
-@pytest.fixture(scope="module")
-def cache() -> PipelineCache:
-    return PipelineCache("cpu", torch.float32)
-
-
 def ramp(flip: bool = False, seed: int = 0) -> np.ndarray:
     """A control image: a horizontal ramp (or its mirror) with a little noise, 1 x 64 x 64 x 3 in [0, 1]."""
     x = np.linspace(0.0, 1.0, 64, dtype=np.float32)[::-1 if flip else 1]

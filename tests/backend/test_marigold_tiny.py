@@ -24,16 +24,6 @@ INTRINSICS = "marigold-intrinsics-tiny"
 NORMALS = "marigold-normals-tiny"
 
 
-@pytest.fixture()
-def registry(tiny_models: Path) -> models.Registry:
-    return models.load_registry(tiny_models)
-
-
-@pytest.fixture(scope="module")
-def cache() -> PipelineCache:
-    return PipelineCache("cpu", torch.float32)
-
-
 def color(height: int = 64, width: int = 64, seed: int = 0) -> np.ndarray:
     """An RGB float image in [0, 1], H x W x 3, as the backend holds images."""
     return np.random.default_rng(seed).random((height, width, 3), dtype=np.float32)

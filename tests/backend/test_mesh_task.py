@@ -3,15 +3,13 @@ tools, their outputs in the job folder, their errors, and cancel."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from backend_process import run_backend
 from PIL import Image
 
 from backend.diffusion.steps import forwards_reported
@@ -20,14 +18,6 @@ from backend.geometry.mesh_data import MeshData, signed_volume
 from backend.geometry.mesh_files import load_npz, read_mesh, write_glb
 from backend.tasks.context import JobContext
 from contract import jobfolder, messages
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _run(command: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "backend", command, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def disc_png(path: Path, size: int = 80, mode: str = "RGB") -> Path:
@@ -41,7 +31,7 @@ def disc_png(path: Path, size: int = 80, mode: str = "RGB") -> Path:
 
 def test_mesh_from_a_picture_writes_glb_ply_and_npz(tiny_models: Path, tmp_path: Path) -> None:
     job = tmp_path / "job"
-    done = _run("mesh", "--image", str(disc_png(tmp_path / "ball.png")), "--steps", "3", "--seed", "7",
+    done = run_backend("mesh", "--image", str(disc_png(tmp_path / "ball.png")), "--steps", "3", "--seed", "7",
                 "--frame-size", "40", "--out", str(job), "--registry", str(tiny_models))
     assert done.returncode == 0, done.stderr
     record = jobfolder.read_job(job)
@@ -74,18 +64,18 @@ def test_mesh_from_a_picture_writes_glb_ply_and_npz(tiny_models: Path, tmp_path:
 def test_mesh_input_errors_are_clear(tiny_models: Path, tmp_path: Path) -> None:
     clear = tmp_path / "clear.png"
     Image.fromarray(np.zeros((16, 16, 4), np.uint8)).save(clear)
-    done = _run("mesh", "--image", str(clear), "--out", str(tmp_path / "a"), "--registry", str(tiny_models))
+    done = run_backend("mesh", "--image", str(clear), "--out", str(tmp_path / "a"), "--registry", str(tiny_models))
     assert done.returncode == 1 and "fully transparent" in done.stderr
     assert jobfolder.read_job(tmp_path / "a")["status"] == "failed"
 
     flat = tmp_path / "flat.png"
     Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(flat)
-    done = _run("mesh", "--image", str(flat), "--out", str(tmp_path / "b"), "--registry", str(tiny_models))
+    done = run_backend("mesh", "--image", str(flat), "--out", str(tmp_path / "b"), "--registry", str(tiny_models))
     assert done.returncode == 1 and "no subject found" in done.stderr
 
-    done = _run("mesh", "--image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "c"))
+    done = run_backend("mesh", "--image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "c"))
     assert done.returncode == 2 and "no such image" in done.stderr
-    done = _run("mesh", "--image", str(flat), "--frame-size", "4", "--out", str(tmp_path / "d"))
+    done = run_backend("mesh", "--image", str(flat), "--frame-size", "4", "--out", str(tmp_path / "d"))
     assert done.returncode == 2 and "frame_size" in done.stderr
 
 
@@ -94,7 +84,7 @@ def test_import_mesh_from_a_glb(tmp_path: Path) -> None:
     triangles = [[0, 2, 1], [0, 3, 2], [0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4]]
     source = write_glb(tmp_path / "tool.glb", MeshData.from_triangles(vertices, triangles, np.ones((5, 4))))
     job = tmp_path / "job"
-    done = _run("import-mesh", "--file", str(source), "--out", str(job))
+    done = run_backend("import-mesh", "--file", str(source), "--out", str(job))
     assert done.returncode == 0, done.stderr
     record = jobfolder.read_job(job)
     assert record["status"] == "done" and record["outputs"] == {"mesh": "outputs/mesh.npz"}
@@ -103,18 +93,11 @@ def test_import_mesh_from_a_glb(tmp_path: Path) -> None:
     mesh = load_npz(job / "outputs" / "mesh.npz")
     assert np.allclose(mesh.vertices, vertices, atol=1e-6)
 
-    done = _run("import-mesh", "--file", str(tmp_path / "none.glb"), "--out", str(tmp_path / "x"))
+    done = run_backend("import-mesh", "--file", str(tmp_path / "none.glb"), "--out", str(tmp_path / "x"))
     assert done.returncode == 2 and "no such file" in done.stderr
 
 
 # --- in process: the task's errors and cancel through the job runner ----------------------------
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_models: Path):  # type: ignore[no-untyped-def]
-    from backend.runner import make_engine
-
-    return make_engine("cpu", "fp32", str(tiny_models))
 
 
 def _submit(root: Path, task: str, request: dict) -> messages.Submit:

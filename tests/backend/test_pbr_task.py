@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+from backend_process import run_backend
 from PIL import Image
 
 from backend.imaging.exr import read_exr
 from contract import jobfolder
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "backend", "pbr", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+_run = partial(run_backend, "pbr")  # python -m backend pbr ...
 
 
 def _png(path: Path, mode: str = "RGB", size: int = 48) -> Path:

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from backend_process import run_backend as run_cli  # python -m backend ...
+from backend_process import run_cancelled_at
 from PIL import Image
 
 from backend.imaging.exr import read_exr, write_exr
@@ -25,7 +24,6 @@ from contract import jobfolder, messages
 from contract.formats.camera import CameraInfo
 from contract.formats.surface import BakeMesh, save_bake_mesh
 
-ROOT = Path(__file__).resolve().parents[2]
 WIDTH, HEIGHT = 64, 48
 QUADS = (("Quad A", -0.7), ("Quad B", 0.7))  # name, centre x; both 1.2 x 1.2 in the plane z = 0, facing +Z
 HALF = 0.6
@@ -113,12 +111,6 @@ def write_scene(folder: Path, images: bool = True, normal: bool = True,
         views.append(entry)
     (folder / "views.json").write_text(json.dumps({"views": views}))
     return meshes, folder / "views.json"
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
 
 
 # --- the command line ----------------------------------------------------------------------------------------------
@@ -218,20 +210,9 @@ def test_progress_per_object_and_no_fill(engine, tmp_path: Path) -> None:  # typ
 
 
 def test_cancel_stops_between_objects(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from backend.runner import run_job
-
     write_scene(tmp_path / "scene")
     submit = submit_bake(tmp_path / "jobs", tmp_path / "scene")
-    cancel = threading.Event()
-    steps: list[int] = []
-
-    def send(message: messages.Message) -> None:
-        if isinstance(message, messages.Progress):
-            steps.append(message.step)
-            if message.step == 1:
-                cancel.set()  # what the server's reader does on a cancel line
-
-    final = run_job(engine, submit, send, cancel)
+    final, steps = run_cancelled_at(engine, submit, 1)
     assert isinstance(final, messages.Cancelled)
     assert steps == [0, 1]  # the second object was never baked
     assert jobfolder.read_job(submit.job_dir)["status"] == "cancelled"

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from backend_process import run_backend as run_cli  # python -m backend ...
+from backend_process import run_cancelled_at
 from PIL import Image
-from test_project_image_task import camera, run_cli, write_scene
+from test_project_image_task import camera, write_scene
 
 from backend import models
 from backend.imaging.color import linear_to_srgb
@@ -33,13 +34,6 @@ CAMERAS = (("Top", camera(), True), ("Side", camera((1.5, 0.0, 5.0)), True))
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Path]:
     return write_scene(tmp_path_factory.mktemp("scene"), images=False, cameras=CAMERAS)
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_models: Path):  # type: ignore[no-untyped-def]
-    from backend.runner import make_engine
-
-    return make_engine("cpu", "fp32", str(tiny_models))
 
 
 def submit(root: Path, scene: tuple[list[Path], Path], **request: Any) -> messages.Submit:
@@ -126,19 +120,9 @@ def test_independent_views_with_a_normal_control(engine, scene, tmp_path: Path) 
 
 
 def test_cancel_stops_at_the_next_denoising_step(engine, scene, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from backend.runner import run_job
-
     job = submit(tmp_path, scene, steps=4)
-    cancel = threading.Event()
-    steps: list[int] = []
-
-    def send(message: messages.Message) -> None:
-        if isinstance(message, messages.Progress):
-            steps.append(message.step)
-            if message.step == 1:
-                cancel.set()
-
-    assert isinstance(run_job(engine, job, send, cancel), messages.Cancelled)
+    final, steps = run_cancelled_at(engine, job, 1)
+    assert isinstance(final, messages.Cancelled)
     assert steps == [1]
     assert jobfolder.read_job(job.job_dir)["status"] == "cancelled"
     assert not (Path(job.job_dir) / "outputs" / "textures").exists()

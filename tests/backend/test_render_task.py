@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import pytest
+from backend_process import run_backend
 
 from backend.imaging.exr import read_exr, write_exr
 from contract import jobfolder
 
-ROOT = Path(__file__).resolve().parents[2]
+_run = partial(run_backend, "render")  # python -m backend render ...
 CAMERA = {"matrix_world": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 5], [0, 0, 0, 1]], "type": "PERSP", "lens": 50.0,
           "sensor_width": 36.0, "sensor_height": 24.0, "sensor_fit": "AUTO", "shift_x": 0.0, "shift_y": 0.0,
           "ortho_scale": 6.0, "clip_start": 0.1, "clip_end": 100.0, "resolution_x": 80, "resolution_y": 64}
@@ -39,12 +37,6 @@ def passes_dir(tmp_path_factory):
     write_exr(folder / "no-normal.exr", without, channel_names={k: names[k] for k in without})
     (folder / "camera.json").write_text(json.dumps(CAMERA))
     return folder
-
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "backend", "render", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_three_controls_write_png_and_layered_exr(tiny_models, passes_dir, tmp_path):

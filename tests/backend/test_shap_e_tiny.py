@@ -21,16 +21,6 @@ from contract import messages
 from devtools.tiny_models import SHAP_E_DIR, SHAP_E_RADIUS, marching_cubes_table
 
 
-@pytest.fixture()
-def registry(tiny_models: Path) -> models.Registry:
-    return models.load_registry(tiny_models)
-
-
-@pytest.fixture(scope="module")
-def cache() -> PipelineCache:
-    return PipelineCache("cpu", torch.float32)
-
-
 def picture(seed: int = 0) -> Image.Image:
     return Image.fromarray((np.random.default_rng(seed).random((48, 40, 3)) * 255).astype(np.uint8))
 

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+
+from backend_process import run_backend
 
 from backend.imaging.image_io import read_image
 from contract import jobfolder
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-
 
 def test_texture_command_writes_a_job_folder_like_the_addon(tiny_models, tmp_path):
     out = tmp_path / "wall"
-    done = _run("texture", "--prompt", "red brick wall", "--seamless", "--width", "64", "--height", "96",
+    done = run_backend("texture", "--prompt", "red brick wall", "--seamless", "--width", "64", "--height", "96",
                 "--steps", "3", "--seed", "11", "--out", str(out), "--registry", str(tiny_models))
     assert done.returncode == 0, done.stderr
     image_path = out / "outputs" / "texture.png"
@@ -35,14 +25,14 @@ def test_texture_command_writes_a_job_folder_like_the_addon(tiny_models, tmp_pat
 
 
 def test_texture_command_refuses_bad_sizes_before_loading_anything(tmp_path):
-    done = _run("texture", "--prompt", "x", "--width", "4096", "--out", str(tmp_path / "j"))
+    done = run_backend("texture", "--prompt", "x", "--width", "4096", "--out", str(tmp_path / "j"))
     assert done.returncode == 2
     assert "width must be a multiple of 8 between 64 and 2048" in done.stderr
     assert not (tmp_path / "j").exists()
 
 
 def test_texture_command_names_a_missing_model(tiny_models, tmp_path):
-    done = _run("texture", "--prompt", "x", "--model", "sd99", "--width", "64", "--height", "64",
+    done = run_backend("texture", "--prompt", "x", "--model", "sd99", "--width", "64", "--height", "64",
                 "--out", str(tmp_path / "j"), "--registry", str(tiny_models))
     assert done.returncode == 1
     assert "sd99" in done.stderr
@@ -50,9 +40,9 @@ def test_texture_command_names_a_missing_model(tiny_models, tmp_path):
 
 
 def test_models_list_and_check(tiny_models):
-    listed = _run("models", "list", "--registry", str(tiny_models), "--json")
+    listed = run_backend("models", "list", "--registry", str(tiny_models), "--json")
     assert listed.returncode == 0, listed.stderr
     names = {row["name"] for row in json.loads(listed.stdout)}
     assert {"sd15-tiny", "sdxl-tiny"} <= names
-    checked = _run("models", "check", "--registry", str(tiny_models))
+    checked = run_backend("models", "check", "--registry", str(tiny_models))
     assert checked.returncode == 0, checked.stdout + checked.stderr

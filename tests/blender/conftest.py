@@ -84,6 +84,9 @@ def clean_scene(addon: ModuleType) -> bpy.types.Scene:
     """
     bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
     assert addon.__name__ in bpy.context.preferences.addons, "resetting the scene disabled the add-on"
+    # Tests count the job folders their operator made: keep them all, whatever the session's job count
+    # (set here: re-enabling the add-on, as test_install does, resets its preferences).
+    bpy.context.preferences.addons[addon.__name__].preferences.job_retention = 100_000
     return bpy.context.scene
 
 

@@ -14,7 +14,7 @@ import pytest
 from mathutils import Vector
 
 from contract import jobfolder
-from contract.formats.surface import load_bake_mesh
+from contract.formats.surface import load_bake_mesh, save_bake_mesh
 
 COLOUR = (0.8, 0.3, 0.1)  # display-encoded (sRGB) values of the projected test image
 
@@ -125,7 +125,7 @@ def test_mesh_export_is_the_evaluated_mesh_in_world_space(addon, clean_scene, tm
     cube, sphere = _transformed_objects()
     depsgraph = bpy.context.evaluated_depsgraph_get()
     for obj in (cube, sphere):
-        arrays = bake_export.mesh_arrays(obj, depsgraph, "UVMap")
+        arrays = bake_export.surface(obj, depsgraph, "UVMap")
         evaluated = obj.evaluated_get(depsgraph)
         world = evaluated.matrix_world.copy()
         normal_matrix = world.to_3x3().inverted().transposed()
@@ -142,31 +142,31 @@ def test_mesh_export_is_the_evaluated_mesh_in_world_space(addon, clean_scene, tm
         finally:
             evaluated.to_mesh_clear()
         assert len(expected_positions) > modifier_vertices or obj is sphere  # the modifier applied
-        assert arrays["positions"].dtype == np.float32 and arrays["triangles"].dtype == np.int32
-        np.testing.assert_allclose(arrays["positions"], expected_positions, atol=1e-5)
-        np.testing.assert_array_equal(arrays["triangles"], expected_triangles)
-        assert arrays["uvs"].shape == (len(expected_triangles), 3, 2)
-        np.testing.assert_allclose(arrays["uvs"], expected_uvs, atol=1e-6)
-        lengths = np.linalg.norm(arrays["normals"], axis=-1)
+        assert arrays.positions.dtype == np.float32 and arrays.triangles.dtype == np.int32
+        np.testing.assert_allclose(arrays.positions, expected_positions, atol=1e-5)
+        np.testing.assert_array_equal(arrays.triangles, expected_triangles)
+        assert arrays.uvs.shape == (len(expected_triangles), 3, 2)
+        np.testing.assert_allclose(arrays.uvs, expected_uvs, atol=1e-6)
+        lengths = np.linalg.norm(arrays.normals, axis=-1)
         np.testing.assert_allclose(lengths, 1.0, atol=1e-5)
-        np.testing.assert_allclose(arrays["normals"], expected_normals, atol=1e-4)
-        assert str(arrays["name"]) == obj.name
+        np.testing.assert_allclose(arrays.normals, expected_normals, atol=1e-4)
+        assert arrays.name == obj.name
 
     # Flat shading on planar faces: each corner normal is the world-space normal of its triangle, whatever the
     # non-uniform scales do (Catmull-Clark faces are not planar, so a plain cube shows it).
     flat = _cube("Flat", location=(0.0, 3.0, 0.0))
     flat.scale, flat.parent = (0.5, 1.0, 3.0), cube.parent
     bpy.context.view_layer.update()
-    arrays = bake_export.mesh_arrays(flat, bpy.context.evaluated_depsgraph_get(), "UVMap")
-    corners = arrays["positions"][arrays["triangles"]].astype(np.float64)
+    arrays = bake_export.surface(flat, bpy.context.evaluated_depsgraph_get(), "UVMap")
+    corners = arrays.positions[arrays.triangles].astype(np.float64)
     face = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     face /= np.linalg.norm(face, axis=-1, keepdims=True)
-    np.testing.assert_allclose(arrays["normals"], np.repeat(face[:, None], 3, axis=1), atol=1e-4)
+    np.testing.assert_allclose(arrays.normals, np.repeat(face[:, None], 3, axis=1), atol=1e-4)
 
-    path = bake_export.write_mesh(tmp_path / "meshes" / "00.npz", arrays)
+    path = save_bake_mesh(tmp_path / "meshes" / "00.npz", arrays)
     loaded = load_bake_mesh(path)  # the backend's reader, with its checks
-    assert loaded.name == "Flat" and len(loaded.triangles) == len(arrays["triangles"])
-    np.testing.assert_array_equal(loaded.uvs, arrays["uvs"])
+    assert loaded.name == "Flat" and len(loaded.triangles) == len(arrays.triangles)
+    np.testing.assert_array_equal(loaded.uvs, arrays.uvs)
 
 
 def test_meshes_are_exported_as_renders_see_them(addon, clean_scene, tmp_path):
@@ -223,6 +223,37 @@ def test_project_image_bakes_a_float_image_into_a_new_material(addon, clean_scen
     assert [v["name"] for v in views] == ["Camera"] and views[0]["image_colorspace"] == "srgb"
     assert (views[0]["camera"]["resolution_x"], views[0]["camera"]["resolution_y"]) == (64, 64)
     assert (jobs[-1] / "inputs" / views[0]["passes"]).is_file()
+
+
+def test_keywords_override_the_scene_settings_for_one_call(addon, clean_scene):
+    """As object.bake falls back to scene.render.bake: keywords win for that call, the scene is left as it was,
+    and a later plain call (a click) uses the scene again, never the script's last keywords."""
+    cube = _cube()
+    _camera()
+    _select(cube)
+    settings = _settings(image=None, texture_size=64)
+    _image()  # "Photo"
+
+    assert bpy.ops.scene_diffusion.project_image(image="Photo", texture_size=32, padding=1) == {"FINISHED"}
+
+    record = jobfolder.read_job(_jobs(addon)[-1])
+    assert record["request"]["size"] == 32 and record["request"]["padding"] == 1
+    assert tuple(bpy.data.images["Cube Projected"].size) == (32, 32)
+    assert settings.image is None and settings.texture_size == 64 and settings.padding == 2
+    settings.image = bpy.data.images["Photo"]
+    assert bpy.ops.scene_diffusion.project_image() == {"FINISHED"}
+    assert jobfolder.read_job(_jobs(addon)[-1])["request"]["size"] == 64  # SKIP_SAVE: nothing carried over
+
+
+def test_a_keyword_naming_a_missing_datablock_is_refused(addon, clean_scene):
+    cube = _cube()
+    _camera()
+    _select(cube)
+    _settings(image=_image())
+    before = _scene_state(), len(_jobs(addon))
+    with pytest.raises(RuntimeError, match="image='Nope': there is no image named 'Nope'"):
+        bpy.ops.scene_diffusion.project_image(image="Nope")
+    assert (_scene_state(), len(_jobs(addon))) == before
 
 
 def test_existing_material_is_kept_re_runs_reuse_and_new_material_replaces(addon, clean_scene):

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from backend.projection.bake import BakeSettings, bake
+from devtools.blender_bake import blender_bake
 from devtools.blender_projection import (
     CASES,
-    blender_bake,
     build_case,
     emission_render,
     our_inputs,

@@ -67,6 +67,17 @@ def test_texture_lands_as_image_and_material_on_selected_meshes(addon, clean_sce
     assert record["request"]["seamless_x"] and record["request"]["seamless_y"]
 
 
+def test_keywords_override_the_texture_settings_for_one_call(addon, clean_scene):
+    _select()
+    settings = _settings()
+    assert bpy.ops.scene_diffusion.generate_texture(prompt="red bricks", seamless_y=False, steps=1) == {"FINISHED"}
+    record = jobfolder.read_job(_jobs(addon)[-1])
+    assert record["request"]["prompt"] == "red bricks" and record["request"]["steps"] == 1
+    assert record["request"]["seamless_x"] and not record["request"]["seamless_y"]
+    assert "red bricks" in bpy.data.images
+    assert settings.prompt == "green ceramic tiles" and settings.seamless_y and settings.steps != 1
+
+
 def test_existing_slots_keep_their_other_materials(addon, clean_scene):
     cube = _cube()
     keep = bpy.data.materials.new("Keep")

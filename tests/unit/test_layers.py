@@ -265,3 +265,39 @@ def test_scanner_resolves_relative_and_function_imports(synthetic: list[Import])
 def test_cycle_check_can_fail(synthetic: list[Import]) -> None:
     # a -> b -> a is a cycle; b -> c only under TYPE_CHECKING and a -> c only in a function: not cycles.
     assert cycles(import_graph(synthetic)) == [["addon.a", "addon.b", "addon.a"]]
+
+
+REGISTER_LIGHT = HEAVY | {"numpy"}  # what Blender should not have to import to show the add-on
+
+
+def register_time_imports(imports: list[Import]) -> list[Import]:
+    """The module-level imports of everything ``register()`` loads: the root ``__init__``'s imports (made in
+    its functions) and all that those modules import at module level, followed through the product tree."""
+    graph = import_graph(imports)
+    todo = [t for i in imports if i.source == "" for t in i.targets if t in graph]
+    loaded = set(todo)
+    while todo:
+        for nxt in graph[todo.pop()] - loaded:
+            loaded.add(nxt)
+            todo.append(nxt)
+    return [i for i in imports if i.source in loaded and i.module_level]
+
+
+def test_register_imports_nothing_heavy() -> None:
+    imports = scan(ROOT)
+    heavy = [i.where() for i in register_time_imports(imports) if any(top(t) in REGISTER_LIGHT for t in i.targets)]
+    assert heavy == [], _format("imported when Blender registers the add-on (import these inside the function "
+                                "that needs them)", heavy)
+    assert len(register_time_imports(imports)) > 20  # the walk really follows the add-on's modules
+
+
+def test_register_walk_can_fail(tmp_path: Path) -> None:
+    files = {"__init__.py": "def register():\n    from .operators import op\n",
+             "operators/__init__.py": "", "operators/op.py": "from ..addon import helper\n",
+             "addon/__init__.py": "", "addon/helper.py": "import numpy as np\n\ndef f():\n    import torch\n"}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    found = [i.where() for i in register_time_imports(scan(tmp_path))
+             if any(top(t) in REGISTER_LIGHT for t in i.targets)]
+    assert found == ["addon/helper.py:1: import numpy as np"]
