@@ -3,7 +3,7 @@
     python bench/mesh_import.py [--side 1000]
 
 A side x side grid of quads with vertex colours (side 1000: 1,000,000 vertices, 998,001 faces).
-Ours: addon/mesh_import.build_mesh (numpy checks, foreach_set through the generic attributes,
+Ours: addon/scene_import/mesh.build_mesh (numpy checks, foreach_set through the generic attributes,
 colour attribute, edges, smooth shading). Theirs: from_pydata given plain Python lists prepared
 before the clock starts (its best case), and given the numpy arrays; colours and shading set the
 same fast way, so the ratio is the geometry path alone. Best of 3.

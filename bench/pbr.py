@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: `backend` is top level
 
 from backend.imaging.color import srgb_to_linear  # noqa: E402
-from backend.imaging.pbr import PbrSettings, derive_maps  # noqa: E402
+from backend.imaging.pbr import PbrFilterSettings, derive_maps  # noqa: E402
 
 
 def smooth_colour(size: int, seed: int = 0) -> np.ndarray:
@@ -53,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
 
     colour = smooth_colour(args.size)
-    settings = PbrSettings()
+    settings = PbrFilterSettings()
     with tempfile.TemporaryDirectory(prefix="bench_pbr_") as tmp:
         folder = Path(tmp)
         source = folder / "colour.npy"

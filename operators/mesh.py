@@ -16,7 +16,6 @@ from ..addon.properties import MeshSettings
 from ..contract.formats import FormatError
 from ..contract.formats.mesh_files import mesh_file_inputs
 from ..contract.tasks import ImportMeshParams, MeshOutputs, MeshParams, ParamError, TaskOutputs
-from ..contract.tasks.mesh import MESH_FORMATS
 from . import job_report
 
 if TYPE_CHECKING:
@@ -117,22 +116,14 @@ class SCENE_DIFFUSION_OT_import_mesh(bpy.types.Operator):
         if not path.is_file():
             self.report({"ERROR"}, f"No such file: {path}")
             return {"CANCELLED"}
-        if path.suffix.lower() not in MESH_FORMATS:
-            self.report({"ERROR"}, f"{path.name}: unsupported format; use {', '.join(MESH_FORMATS)}")
-            return {"CANCELLED"}
         try:
-            inputs = mesh_file_inputs(path)
+            inputs = mesh_file_inputs(path)  # the file, and a glTF's buffers
+            params = ImportMeshParams(source=inputs[0][1], name=path.name)
+            job_dir = service.job_folder_with(params.task, inputs)
         except FormatError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        params = ImportMeshParams(source=inputs[0][1], name=path.name)
-        job_dir = service.new_job_folder(params.task)
-        try:  # the file (and a glTF's buffers) become job inputs: the backend reads only its job folder
-            for source, relative in inputs:
-                (job_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, job_dir / relative)
         except OSError as exc:
-            service.discard_job_folder(job_dir)
             self.report({"ERROR"}, f"Cannot copy {path.name} into the job folder: {exc}")
             return {"CANCELLED"}
         location = tuple(scene.cursor.location)

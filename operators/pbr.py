@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -165,11 +164,9 @@ class SCENE_DIFFUSION_OT_import_maps(bpy.types.Operator):
                 return {"CANCELLED"}
         params = ImportMapsParams(name=path.name, normal_convention=settings.normal_convention)
         targets, base = _mesh_names(context), path.stem
-        job_dir = service.new_job_folder(params.task)
-        try:  # the file becomes a job input: the backend reads only its job folder
-            shutil.copyfile(path, job_dir / params.source)
+        try:
+            job_dir = service.job_folder_with(params.task, [(path, params.source)])
         except OSError as exc:
-            service.discard_job_folder(job_dir)
             self.report({"ERROR"}, f"Cannot copy {path.name} into the job folder: {exc}")
             return {"CANCELLED"}
 

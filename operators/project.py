@@ -15,7 +15,7 @@ from ..addon.properties import ProjectSettings
 from ..addon.scene_export import project
 from ..addon.scene_export.passes import PassRenderError
 from ..addon.scene_import import project as project_result
-from ..contract.tasks import MAX_VIEWS, ParamError
+from ..contract.tasks import ParamError
 from ..contract.tasks.project import mesh_inputs
 from . import job_report
 
@@ -24,29 +24,6 @@ if TYPE_CHECKING:
 
 
 _EXPORT_ERRORS = (PassRenderError, ValueError, OSError)
-
-
-class _Refused(Exception):
-    """Bad input found before anything changed; the message is the operator's error report."""
-
-
-def _meshes(context: bpy.types.Context, also_fine: tuple[str, ...] = ()) -> tuple[list[Any], list[str]]:
-    """Selected mesh objects, in selection order, and the names of the other selected objects, skipped
-    (``also_fine``: object types used otherwise, not worth a note)."""
-    selected = list(context.selected_objects)
-    meshes = [o for o in selected if o.type == "MESH"]
-    skipped = [o.name for o in selected if o.type != "MESH" and o.type not in also_fine]
-    if not meshes:
-        raise _Refused("Select one or more mesh objects to project onto"
-                       + (f" ({', '.join(skipped)}: not meshes)" if skipped else ""))
-    return meshes, skipped
-
-
-def _targets(meshes: list[Any], settings: Any) -> list[project.BakeTarget]:
-    try:
-        return project.plan_targets(meshes, settings.uv_map.strip(), settings.unwrap)
-    except project.BakeExportError as exc:
-        raise _Refused(str(exc)) from None
 
 
 def _skipped_note(op: bpy.types.Operator, skipped: list[str]) -> None:
@@ -68,16 +45,16 @@ class SCENE_DIFFUSION_OT_project_image(bpy.types.Operator):
         if settings is None:
             return {"CANCELLED"}
         try:
-            meshes, skipped = _meshes(context)
+            meshes, skipped = project.selected_meshes(context)
             camera = settings.camera or scene.camera
             if camera is None or camera.type != "CAMERA":
-                raise _Refused("No camera to project from: choose one in the Project panel, or give the scene an "
-                               "active camera (Ctrl+Numpad 0)")
+                raise project.BakeExportError("No camera to project from: choose one in the Project panel, or give "
+                                              "the scene an active camera (Ctrl+Numpad 0)")
             if settings.image is None:
-                raise _Refused("Choose an image to project (Image in the Project panel)")
+                raise project.BakeExportError("Choose an image to project (Image in the Project panel)")
             params = settings.to_image_params(mesh_inputs(len(meshes)))
-            targets = _targets(meshes, settings)
-        except (_Refused, ParamError) as exc:
+            targets = project.plan_targets(meshes, settings.uv_map.strip(), settings.unwrap)
+        except (project.BakeExportError, ParamError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         job_dir = service.new_job_folder(params.task)
@@ -111,11 +88,12 @@ class SCENE_DIFFUSION_OT_project_texture(bpy.types.Operator):
         if settings is None:
             return {"CANCELLED"}
         try:
-            meshes, skipped = _meshes(context, also_fine=("CAMERA",) if settings.views == "SELECTED" else ())
-            cameras = self._cameras(context, settings)
+            cameras_too = ("CAMERA",) if settings.views == "SELECTED" else ()
+            meshes, skipped = project.selected_meshes(context, also_fine=cameras_too)
+            cameras = project.view_cameras(context, settings.views, settings.view_count)
             params = settings.to_texture_params(mesh_inputs(len(meshes)))
-            targets = _targets(meshes, settings)
-        except (_Refused, ParamError) as exc:
+            targets = project.plan_targets(meshes, settings.uv_map.strip(), settings.unwrap)
+        except (project.BakeExportError, ParamError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         job_dir = service.new_job_folder(params.task)
@@ -139,27 +117,6 @@ class SCENE_DIFFUSION_OT_project_texture(bpy.types.Operator):
         job = service.submit(params, on_result=on_result, job_dir=job_dir)
         _skipped_note(self, skipped)
         return job_report.finish(self, job)
-
-    @staticmethod
-    def _cameras(context: bpy.types.Context, settings: Any) -> list[Any]:
-        """The view cameras (none for AUTO: they are made at export time)."""
-        scene: Any = context.scene
-        if settings.views == "ACTIVE":
-            if scene.camera is None:
-                raise _Refused("The scene has no active camera: add one and make it active (Ctrl+Numpad 0), "
-                               "or choose Selected Cameras or Automatic views")
-            return [scene.camera]
-        count = settings.view_count
-        if settings.views == "SELECTED":
-            cameras = sorted((o for o in context.selected_objects if o.type == "CAMERA"), key=lambda o: o.name)
-            if not cameras:
-                raise _Refused("No camera is selected: select the cameras to project from along with the meshes")
-            count = len(cameras)
-        else:
-            cameras = []
-        if count > MAX_VIEWS:
-            raise _Refused(f"{count} views is too many: at most {MAX_VIEWS}")
-        return cameras
 
 
 classes = (SCENE_DIFFUSION_OT_project_image, SCENE_DIFFUSION_OT_project_texture)

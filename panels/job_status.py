@@ -7,7 +7,15 @@ from typing import Any
 import bpy
 
 from ..addon import previews
+from ..addon.jobs import service
 from ..addon.jobs.supervisor import CANCELLED, DONE, FAILED, Job
+from ..contract.tasks import TaskParams
+
+
+def latest_job(*tasks: type[TaskParams]) -> Job | None:
+    """The newest job of these tasks (their parameters classes), running or finished, for a capability's panel."""
+    jobs = [j for j in service.supervisor().jobs.values() if isinstance(j.params, tasks)]
+    return max(jobs, key=lambda j: j.submitted, default=None)
 
 
 def draw_job(layout: bpy.types.UILayout, job: Job | None) -> None:

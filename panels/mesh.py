@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import bpy
 
-from ..addon.jobs import service
-from .job_status import draw_job, draw_seed
+from ..contract.tasks import ImportMeshParams, MeshParams
+from .job_status import draw_job, draw_seed, latest_job
 
 
 class SCENE_DIFFUSION_PT_mesh(bpy.types.Panel):
@@ -43,8 +43,7 @@ class SCENE_DIFFUSION_PT_mesh(bpy.types.Panel):
         sub.prop(settings, "texture_size", text="")
         layout.operator("scene_diffusion.image_to_mesh", icon="MESH_MONKEY")
         layout.operator("scene_diffusion.import_mesh", icon="IMPORT")
-        jobs = [j for j in service.supervisor().jobs.values() if j.task in ("mesh", "import_mesh")]
-        draw_job(layout, max(jobs, key=lambda j: j.submitted, default=None))
+        draw_job(layout, latest_job(MeshParams, ImportMeshParams))
 
 
 classes = (SCENE_DIFFUSION_PT_mesh,)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import bpy
 
-from ..addon.jobs import service
-from .job_status import draw_job
-
-_TASKS = ("pbr", "export_maps", "import_maps")
+from ..contract.tasks import ExportMapsParams, ImportMapsParams, PbrParams
+from .job_status import draw_job, latest_job
 
 
 def draw_pbr(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
@@ -46,8 +44,7 @@ def draw_pbr(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     row = box.row(align=True)
     row.operator("scene_diffusion.export_maps", icon="EXPORT")
     row.operator("scene_diffusion.import_maps", icon="IMPORT")
-    jobs = [j for j in service.supervisor().jobs.values() if j.task in _TASKS]
-    draw_job(layout, max(jobs, key=lambda j: j.submitted, default=None))
+    draw_job(layout, latest_job(PbrParams, ExportMapsParams, ImportMapsParams))
 
 
 class SCENE_DIFFUSION_PT_pbr(bpy.types.Panel):

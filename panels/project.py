@@ -7,10 +7,8 @@ from typing import Any
 
 import bpy
 
-from ..addon.jobs import service
-from .job_status import draw_job, draw_seed
-
-_TASKS = ("bake", "project_texture")
+from ..contract.tasks import ProjectImageParams, ProjectTextureParams
+from .job_status import draw_job, draw_seed, latest_job
 
 
 class SCENE_DIFFUSION_PT_project(bpy.types.Panel):
@@ -72,8 +70,7 @@ class SCENE_DIFFUSION_PT_project(bpy.types.Panel):
         box.prop(settings, "camera", placeholder="scene camera")
         box.operator("scene_diffusion.project_image", icon="MOD_UVPROJECT")
 
-        jobs = [j for j in service.supervisor().jobs.values() if j.task in _TASKS]
-        job = max(jobs, key=lambda j: j.submitted, default=None)
+        job = latest_job(ProjectImageParams, ProjectTextureParams)
         draw_job(layout, job)
         warnings = getattr(job.applied, "warnings", []) if job is not None else []
         if warnings:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import bpy
 
 from ..addon import render_animation
-from ..addon.jobs import service
-from .job_status import draw_job, draw_seed
+from ..contract.tasks import RenderParams
+from .job_status import draw_job, draw_seed, latest_job
 
 
 class SCENE_DIFFUSION_PT_render(bpy.types.Panel):
@@ -71,8 +71,7 @@ class SCENE_DIFFUSION_PT_render(bpy.types.Panel):
                 layout.progress(factor=done / total if total else 0.0, type="BAR",
                                 text=f"Frames {done}/{total} ({state})")
         layout.operator("scene_diffusion.render_controlnet", icon="RENDER_STILL")
-        jobs = [j for j in service.supervisor().jobs.values() if j.task == "render"]
-        draw_job(layout, max(jobs, key=lambda j: j.submitted, default=None))
+        draw_job(layout, latest_job(RenderParams))
 
 
 classes = (SCENE_DIFFUSION_PT_render,)

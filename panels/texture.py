@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import bpy
 
-from ..addon.jobs import service
-from .job_status import draw_job, draw_seed
+from ..contract.tasks import TextureParams
+from .job_status import draw_job, draw_seed, latest_job
 
 
 class SCENE_DIFFUSION_PT_texture(bpy.types.Panel):
@@ -40,8 +40,7 @@ class SCENE_DIFFUSION_PT_texture(bpy.types.Panel):
         sub.enabled = settings.pbr
         sub.prop(settings, "height_mode", text="")
         layout.operator("scene_diffusion.generate_texture", icon="TEXTURE")
-        jobs = [j for j in service.supervisor().jobs.values() if j.task == "texture"]
-        draw_job(layout, max(jobs, key=lambda j: j.submitted, default=None))
+        draw_job(layout, latest_job(TextureParams))
 
 
 classes = (SCENE_DIFFUSION_PT_texture,)

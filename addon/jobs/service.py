@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import atexit
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import bpy
@@ -53,6 +53,20 @@ def new_job_folder(task: str) -> Path:
     active = {j.job_dir for j in supervisor().active_jobs()}
     jobfolder.prune_jobs(root, keep=max(0, preferences.get().job_retention - 1), protect=active)
     return jobfolder.create_job(root, task, {})
+
+
+def job_folder_with(task: str, files: Sequence[tuple[Path, str]]) -> Path:
+    """A new job folder for ``task`` holding ``files`` (the artist's file, job-relative path) as its inputs:
+    the backend reads only its job folder. A failed copy leaves no folder behind and raises OSError."""
+    job_dir = new_job_folder(task)
+    try:
+        for source, relative in files:
+            (job_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, job_dir / relative)
+    except OSError:
+        discard_job_folder(job_dir)
+        raise
+    return job_dir
 
 
 def discard_job_folder(job_dir: Path) -> None:

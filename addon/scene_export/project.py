@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from ...contract.tasks.project import mesh_inputs
+from ...contract.tasks.project import MAX_VIEWS, mesh_inputs
 from . import passes
 
 if TYPE_CHECKING:
@@ -295,3 +295,36 @@ def export_inputs(context: bpy.types.Context, job_dir: Path, targets: Sequence[B
     render_views()
     unwrap_targets(context, targets, island_margin(padding, texture_size))
     export_meshes(context, targets, job_dir)
+
+
+def selected_meshes(context: bpy.types.Context, also_fine: tuple[str, ...] = ()) -> tuple[list[Any], list[str]]:
+    """Selected mesh objects, in selection order, and the names of the other selected objects, skipped
+    (``also_fine``: object types used otherwise, not worth a note). BakeExportError when there is no mesh."""
+    selected = list(context.selected_objects)
+    meshes = [o for o in selected if o.type == "MESH"]
+    skipped = [o.name for o in selected if o.type != "MESH" and o.type not in also_fine]
+    if not meshes:
+        raise BakeExportError("Select one or more mesh objects to project onto"
+                              + (f" ({', '.join(skipped)}: not meshes)" if skipped else ""))
+    return meshes, skipped
+
+
+def view_cameras(context: bpy.types.Context, views: str, view_count: int) -> list[Any]:
+    """The cameras of ``views`` ("ACTIVE", "SELECTED"; "AUTO" has none yet: they are made at export time),
+    checked against the view limit. BakeExportError says what is missing."""
+    scene: Any = context.scene
+    if views == "ACTIVE":
+        if scene.camera is None:
+            raise BakeExportError("The scene has no active camera: add one and make it active (Ctrl+Numpad 0), "
+                                  "or choose Selected Cameras or Automatic views")
+        return [scene.camera]
+    count = view_count
+    cameras: list[Any] = []
+    if views == "SELECTED":
+        cameras = sorted((o for o in context.selected_objects if o.type == "CAMERA"), key=lambda o: o.name)
+        if not cameras:
+            raise BakeExportError("No camera is selected: select the cameras to project from along with the meshes")
+        count = len(cameras)
+    if count > MAX_VIEWS:
+        raise BakeExportError(f"{count} views is too many: at most {MAX_VIEWS}")
+    return cameras

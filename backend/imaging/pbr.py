@@ -47,7 +47,7 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
 
 
 @dataclass(frozen=True)
-class PbrSettings:
+class PbrFilterSettings:
     """How the maps are derived. Distances are in pixels of the source image."""
 
     normal_strength: float = 1.0  # slope multiplier: normals tilt by strength * height_depth * dh/dpx (0: flat)
@@ -79,7 +79,7 @@ class PbrSettings:
                 raise ValueError(f"PBR setting {name} must be True or False, got {getattr(self, name)!r}")
 
 
-DEFAULT_SETTINGS = PbrSettings()
+DEFAULT_SETTINGS = PbrFilterSettings()
 
 
 @dataclass
@@ -334,7 +334,7 @@ def ao_from_height(height: np.ndarray, radius: float = 12.0, strength: float = 1
     return np.clip(ao, 0.0, 1.0, out=ao)
 
 
-def derive_maps(color_linear: np.ndarray, settings: PbrSettings = DEFAULT_SETTINGS) -> PbrMaps:
+def derive_maps(color_linear: np.ndarray, settings: PbrFilterSettings = DEFAULT_SETTINGS) -> PbrMaps:
     """All maps from one H x W x 3 (or x 4, alpha ignored) scene-linear colour image.
 
     Raises ValueError for an empty image, a single-channel one, or NaN / infinite values."""

@@ -11,7 +11,7 @@ from backend.imaging.color import srgb_to_linear
 from backend.imaging.exr import read_exr
 from backend.imaging.image_io import is_greyscale, read_image
 from backend.imaging.map_files import provenance, write_map_set
-from backend.imaging.pbr import PbrMaps, PbrSettings, derive_maps
+from backend.imaging.pbr import PbrFilterSettings, PbrMaps, derive_maps
 from backend.tasks.context import JobContext, invalid
 from contract.tasks import PbrOutputs, PbrParams
 
@@ -42,8 +42,8 @@ def load_color(path: Path, colorspace: str) -> np.ndarray:
     return srgb_to_linear(rgb) if colorspace == "srgb" else rgb
 
 
-def settings_from(params: PbrParams) -> PbrSettings:
-    return PbrSettings(normal_strength=params.normal_strength, detail_radius=params.detail_radius,
+def settings_from(params: PbrParams) -> PbrFilterSettings:
+    return PbrFilterSettings(normal_strength=params.normal_strength, detail_radius=params.detail_radius,
                        invert_height=params.invert_height, roughness_base=params.roughness_base,
                        roughness_contrast=params.roughness_contrast, ao_radius=params.ao_radius,
                        ao_strength=params.ao_strength, wrap=params.seamless)

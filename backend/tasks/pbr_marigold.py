@@ -13,7 +13,7 @@ import torch
 
 from backend.diffusion.steps import forwards_reported
 from backend.imaging.color import linear_to_srgb, srgb_to_linear
-from backend.imaging.pbr import PbrMaps, PbrSettings, derive_maps, encode_normal
+from backend.imaging.pbr import PbrFilterSettings, PbrMaps, derive_maps, encode_normal
 from backend.tasks.context import JobContext
 from contract.tasks import PbrParams
 
@@ -25,7 +25,7 @@ def _named(registry_names: str) -> tuple[str | None, str | None]:
 
 
 def marigold_maps(ctx: JobContext, color_linear: np.ndarray, params: PbrParams,
-                  settings: PbrSettings) -> PbrMaps:
+                  settings: PbrFilterSettings) -> PbrMaps:
     intrinsics_name, normals_name = _named(params.model)
     intrinsics_spec = ctx.registry.resolve("intrinsics", intrinsics_name)
     normals_spec = ctx.registry.resolve("normals", normals_name)

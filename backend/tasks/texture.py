@@ -10,7 +10,7 @@ from backend.imaging.color import srgb_to_linear
 from backend.imaging.exr import write_exr
 from backend.imaging.image_io import write_png
 from backend.imaging.map_files import provenance, write_map_set
-from backend.imaging.pbr import PbrSettings, derive_maps
+from backend.imaging.pbr import PbrFilterSettings, derive_maps
 from backend.imaging.tiling import seam_ratio
 from backend.tasks.context import JobContext
 from contract.tasks import TextureOutputs, TextureParams
@@ -48,7 +48,7 @@ def run(ctx: JobContext, params: TextureParams) -> TextureOutputs:
     if params.pbr:
         ctx.progress(params.steps, params.steps, message="deriving PBR maps")
         # Wrap only when the texture tiles both ways: a filter wrapping across a seam smears it.
-        settings = PbrSettings(wrap=params.seamless_x and params.seamless_y)
+        settings = PbrFilterSettings(wrap=params.seamless_x and params.seamless_y)
         files, combined = write_map_set(ctx.output, derive_maps(linear, settings).as_layers(), attributes)
         maps, maps_exr = {name: ctx.relative(path) for name, path in files.items()}, ctx.relative(combined)
     return TextureOutputs(

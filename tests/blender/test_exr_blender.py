@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from backend.imaging.exr import read_exr, write_exr
-from backend.imaging.pbr import PbrSettings, derive_maps
+from backend.imaging.pbr import PbrFilterSettings, derive_maps
 
 H, W = 24, 40  # not square, so a transposed or flipped read shows
 
@@ -29,7 +29,7 @@ def _maps() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(4)
     small = rng.random((6, 10, 3)).astype(np.float32)
     colour = np.kron(small, np.ones((4, 4, 1), np.float32)) * 0.8 + rng.random((H, W, 3), dtype=np.float32) * 0.2
-    layers = derive_maps(colour, PbrSettings(detail_radius=4.0, ao_radius=3.0)).as_layers()
+    layers = derive_maps(colour, PbrFilterSettings(detail_radius=4.0, ao_radius=3.0)).as_layers()
     layers["height"] = layers["height"] * 7.3 - 2.1
     return layers
 

@@ -236,6 +236,11 @@ def test_keywords_override_the_scene_settings_for_one_call(addon, clean_scene):
 
     assert bpy.ops.scene_diffusion.project_image(image="Photo", texture_size=32, padding=1) == {"FINISHED"}
 
+    from test_panels import _draw  # the Project panel shows this job
+
+    calls = _draw(addon.panels.project.SCENE_DIFFUSION_PT_project.draw, bpy.context)
+    job = addon.addon.jobs.service.supervisor().current_job()
+    assert ("label", (), {"text": f"Done: job {job.id}", "icon": "CHECKMARK"}) in calls
     record = jobfolder.read_job(_jobs(addon)[-1])
     assert record["request"]["size"] == 32 and record["request"]["padding"] == 1
     assert tuple(bpy.data.images["Cube Projected"].size) == (32, 32)

@@ -8,8 +8,8 @@ import pytest
 from backend.imaging.color import linear_to_srgb, luminance, srgb_to_linear
 from backend.imaging.pbr import (
     NORMAL_CONVENTIONS,
+    PbrFilterSettings,
     PbrMaps,
-    PbrSettings,
     ao_from_height,
     decode_normal,
     derive_maps,
@@ -155,7 +155,7 @@ def test_zero_strength_gives_flat_normals_and_encoding_round_trips():
 
 def test_maps_of_a_tileable_input_tile_and_are_roll_equivariant():
     image = _periodic_noise(192)
-    settings = PbrSettings(detail_radius=12.0, ao_radius=8.0, normal_strength=2.0)
+    settings = PbrFilterSettings(detail_radius=12.0, ao_radius=8.0, normal_strength=2.0)
     maps = derive_maps(image, settings)
     for name, layer in maps.as_layers().items():
         if name == "metallic":
@@ -172,8 +172,8 @@ def test_maps_of_a_tileable_input_tile_and_are_roll_equivariant():
 
 def test_without_wrap_the_edges_show_seams_and_rolling_changes_the_maps():
     image = _periodic_noise(192)
-    wrapped = derive_maps(image, PbrSettings(wrap=True))
-    mirrored = derive_maps(image, PbrSettings(wrap=False))
+    wrapped = derive_maps(image, PbrFilterSettings(wrap=True))
+    mirrored = derive_maps(image, PbrFilterSettings(wrap=False))
     for name in ("height", "normal", "ao"):
         worst_wrapped = max(seam_ratio(wrapped.as_layers()[name], axis) for axis in (0, 1))
         worst_mirrored = max(seam_ratio(mirrored.as_layers()[name], axis) for axis in (0, 1))
@@ -183,7 +183,7 @@ def test_without_wrap_the_edges_show_seams_and_rolling_changes_the_maps():
     np.testing.assert_allclose(mirrored.height[inner], wrapped.height[inner], atol=0.02)
 
     shift = (37, 91)
-    rolled = derive_maps(np.roll(image, shift, axis=(0, 1)), PbrSettings(wrap=False))
+    rolled = derive_maps(np.roll(image, shift, axis=(0, 1)), PbrFilterSettings(wrap=False))
     assert np.abs(rolled.height - np.roll(mirrored.height, shift, axis=(0, 1))).max() > 0.05
     assert np.abs(rolled.normal - np.roll(mirrored.normal, shift, axis=(0, 1))).max() > 0.05
 
@@ -222,8 +222,8 @@ def test_rgba_input_ignores_alpha_and_hdr_albedo_is_clipped():
 
 def test_invert_flips_height():
     image = _periodic_noise(64)
-    up = derive_maps(image, PbrSettings(invert_height=False))
-    down = derive_maps(image, PbrSettings(invert_height=True))
+    up = derive_maps(image, PbrFilterSettings(invert_height=False))
+    down = derive_maps(image, PbrFilterSettings(invert_height=True))
     np.testing.assert_allclose(down.height, 1.0 - up.height, atol=1e-6)
     n_up, n_down = decode_normal(up.normal), decode_normal(down.normal)
     np.testing.assert_allclose(n_down[..., :2], -n_up[..., :2], atol=1e-5)
@@ -266,7 +266,7 @@ def test_tiny_images_work():
         for name, layer in maps.as_layers().items():
             assert layer.shape[:2] == shape[:2], (name, shape)
             assert np.isfinite(layer).all(), (name, shape)
-        derive_maps(np.random.default_rng(0).random(shape, dtype=np.float32), PbrSettings(wrap=False))
+        derive_maps(np.random.default_rng(0).random(shape, dtype=np.float32), PbrFilterSettings(wrap=False))
 
 
 # --- bad input ------------------------------------------------------------------------------------------------------
@@ -310,11 +310,11 @@ def test_non_finite_values_are_rejected(bad):
 )
 def test_settings_are_validated_with_readable_messages(field, value):
     with pytest.raises(ValueError, match=field):
-        PbrSettings(**{field: value})
+        PbrFilterSettings(**{field: value})
 
 
 def test_default_settings_are_valid_and_frozen():
-    settings = PbrSettings()
+    settings = PbrFilterSettings()
     assert settings.normal_convention == "opengl" and settings.wrap
     with pytest.raises(AttributeError):
         settings.wrap = False  # type: ignore[misc]
