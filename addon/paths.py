@@ -27,6 +27,11 @@ def log_path() -> Path:
     return path / "backend.log"
 
 
+def known_servers_path() -> Path:
+    """Remote servers' pinned certificate fingerprints (trust on first use)."""
+    return user_dir() / "known_servers.json"
+
+
 def managed_venv() -> Path:
     return user_dir() / "venv"
 

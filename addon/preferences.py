@@ -1,16 +1,33 @@
-"""Add-on preferences: which Python runs the backend, which models, which device."""
+"""Add-on preferences: a local backend (which Python, which models, which device) or a remote one
+(address, token, pinned certificate)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import paths
+from .jobs import known_servers
+from .jobs.remote_connection import ConfigError, is_loopback_name, parse_address
 
 ENV_PYTHON = "SCENE_DIFFUSION_BACKEND_PYTHON"
 ENV_MODELS = "SCENE_DIFFUSION_MODELS"
+# These win over the preferences (scripts, render farms): a remote server and the file holding its token.
+ENV_REMOTE = "SCENE_DIFFUSION_REMOTE"
+ENV_REMOTE_TOKEN_FILE = "SCENE_DIFFUSION_REMOTE_TOKEN_FILE"
+ENV_REMOTE_INSECURE = "SCENE_DIFFUSION_REMOTE_INSECURE"
+LOCAL, REMOTE = "LOCAL", "REMOTE"
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    address: str
+    token: str = field(repr=False)
+    insecure: bool
 
 
 class SceneDiffusionPreferences(bpy.types.AddonPreferences):
@@ -46,10 +63,30 @@ class SceneDiffusionPreferences(bpy.types.AddonPreferences):
     handshake_timeout: FloatProperty(  # type: ignore[valid-type]
         name="Start Timeout", default=120.0, min=1.0, soft_max=600.0, unit="TIME_ABSOLUTE",
         description="Seconds to wait for a starting backend before giving up")
+    backend: EnumProperty(  # type: ignore[valid-type]
+        name="Backend", default=LOCAL,
+        items=[(LOCAL, "Local", "A backend process on this computer, started when needed"),
+               (REMOTE, "Remote", "A backend server on another computer (python -m backend serve --listen)")])
+    remote_address: StringProperty(  # type: ignore[valid-type]
+        name="Address", description="The remote backend's HOST:PORT, as its first line of output says")
+    remote_token: StringProperty(  # type: ignore[valid-type]
+        name="Token", subtype="PASSWORD",
+        description="The server's token (the content of its --token-file)")
+    remote_insecure: BoolProperty(  # type: ignore[valid-type]
+        name="Insecure (Loopback Only)", default=False,
+        description="Plain TCP without TLS, for a server started with --insecure on this computer")
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         col = layout.column()
+        if os.environ.get(ENV_REMOTE):
+            col.label(text=f"{ENV_REMOTE} overrides the backend: remote {os.environ[ENV_REMOTE]}", icon="INFO")
+        else:
+            col.row().prop(self, "backend", expand=True)
+        if is_remote(self.backend):
+            draw_remote(self, col)
+            col.prop(self, "job_retention")
+            return
         if os.environ.get(ENV_PYTHON):
             col.label(text=f"{ENV_PYTHON} overrides the interpreter: {os.environ[ENV_PYTHON]}", icon="INFO")
         col.prop(self, "backend_python")
@@ -68,6 +105,77 @@ class SceneDiffusionPreferences(bpy.types.AddonPreferences):
         row.prop(self, "precision")
         col.prop(self, "job_retention")
         col.prop(self, "handshake_timeout")
+
+
+def draw_remote(prefs: SceneDiffusionPreferences, col: bpy.types.UILayout) -> None:
+    """Address, token, the pinned server key, and what the last Test Connection found."""
+    from .jobs import service  # service imports this module
+
+    if not os.environ.get(ENV_REMOTE):
+        col.prop(prefs, "remote_address")
+    if os.environ.get(ENV_REMOTE_TOKEN_FILE):
+        col.label(text=f"{ENV_REMOTE_TOKEN_FILE} overrides the token: {os.environ[ENV_REMOTE_TOKEN_FILE]}",
+                  icon="INFO")
+    else:
+        col.prop(prefs, "remote_token")
+    if os.environ.get(ENV_REMOTE_INSECURE) == "1":
+        col.label(text=f"{ENV_REMOTE_INSECURE}=1: plain TCP (loopback only)", icon="INFO")
+    else:
+        col.prop(prefs, "remote_insecure")
+    address = remote_address()
+    fingerprint = known_servers.pinned(paths.known_servers_path(), address) if address else None
+    box = col.box().column(align=True)
+    if fingerprint:
+        pairs = known_servers.display(fingerprint).removeprefix("SHA256:").split(":")
+        box.label(text="Server key, pinned on first use: SHA256", icon="LOCKED")
+        box.label(text=":".join(pairs[:16]))
+        box.label(text=":".join(pairs[16:]))
+    else:
+        box.label(text="Server key: pinned on the first connection", icon="UNLOCKED")
+    row = col.row()
+    row.operator("scene_diffusion.test_connection", icon="LINKED")
+    sub = row.row()
+    sub.enabled = fingerprint is not None
+    sub.operator("scene_diffusion.forget_server_key", icon="UNLOCKED")
+    for line in service.connection_report:
+        col.label(text=line)
+
+
+def is_remote(choice: str | None = None) -> bool:
+    """Whether jobs go to a remote server: the environment, then the preference."""
+    if os.environ.get(ENV_REMOTE):
+        return True
+    return (choice if choice is not None else get().backend) == REMOTE
+
+
+def remote_address() -> str:
+    """The chosen server's address, without reading any token (cheap enough for drawing)."""
+    return (os.environ.get(ENV_REMOTE) or get().remote_address).strip()
+
+
+def remote_settings() -> RemoteSettings | None:
+    """The remote server to use, or None for the local backend; ConfigError for settings that cannot work."""
+    if not is_remote():
+        return None
+    prefs = get()
+    address = remote_address()
+    if not address:
+        raise ConfigError("no remote backend address is set", "enter HOST:PORT in the add-on preferences")
+    host, _port = parse_address(address)
+    token_file = os.environ.get(ENV_REMOTE_TOKEN_FILE)
+    if token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the token file {token_file} ({ENV_REMOTE_TOKEN_FILE}): {exc.strerror}",
+                              "point it at the server's --token-file, copied to this computer") from None
+    else:
+        token = prefs.remote_token.strip()
+    if not is_loopback_name(host) and not bpy.app.online_access:
+        raise ConfigError(f"a remote backend at {address} needs network access, and Blender's online access is off",
+                          "allow it in Preferences > System > Network, or use the local backend")
+    insecure = os.environ.get(ENV_REMOTE_INSECURE) == "1" or prefs.remote_insecure
+    return RemoteSettings(address, token, insecure)
 
 
 def get() -> SceneDiffusionPreferences:

@@ -1,9 +1,11 @@
 """`python -m backend serve`: JSON lines on stdin/stdout, one worker, a reader that stays responsive.
 
-The reader (main thread) answers cancel, status and shutdown at once while the worker runs
-jobs in order. Stdout carries protocol lines only: the process's file descriptor 1 is pointed
-at stderr before anything heavy is imported, so a stray print or a C library's output can
-never corrupt the messages.
+The reader (main thread) answers cancel, status and shutdown at once while the scheduler's worker
+runs jobs in order; this client is the scheduler's one owner, "local". Stdout carries protocol lines
+only: the process's file descriptor 1 is pointed at stderr before anything heavy is imported, so a
+stray print or a C library's output can never corrupt the messages.
+
+With ``--listen`` the same scheduler serves clients over TLS instead (backend/remote/listener.py).
 """
 
 from __future__ import annotations
@@ -12,30 +14,24 @@ import logging
 import os
 import sys
 import threading
-from collections import deque
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from backend import __version__
-from contract import messages
-
-if TYPE_CHECKING:
-    from backend.runner import Engine
+from backend.remote.scheduler import CancelOutcome, DuplicateJob, Scheduler
+from contract import framing, messages
 
 log = logging.getLogger("backend.server")
 
-_RELEASE = "release"
+LOCAL = "local"  # the stdio client's owner name in the scheduler
+LINE_HINT = "send one JSON object per line, as contract/messages.py defines"
 
 
 class Server:
     def __init__(self, out: IO[str]) -> None:
         self._out = out
         self._write_lock = threading.Lock()
-        self._cond = threading.Condition()
-        self._pending: deque[messages.Submit | str] = deque()
-        self._current: messages.Submit | None = None
-        self._cancel = threading.Event()
-        self._stopping = False
-        self.engine: Engine | None = None  # set once the device and registry are ready
+        self.scheduler = Scheduler()
+        self.scheduler.connected(LOCAL)
 
     def send(self, message: messages.Message) -> None:
         line = messages.encode(message)
@@ -43,93 +39,47 @@ class Server:
             try:
                 self._out.write(line)
                 self._out.flush()
-            except (BrokenPipeError, ValueError):
+            except (BrokenPipeError, ValueError, OSError):
                 pass  # the add-on is gone; the reader sees EOF and shuts down
 
-    # -- reader ----------------------------------------------------------------------------
-
-    def handle_line(self, line: str) -> bool:
+    def handle_line(self, line: str | bytes) -> bool:
         """Act on one input line; False once the server should stop reading."""
-        if not line.strip():
+        if not line or line in ("\n", b"\n"):
             return True
         try:
             message = messages.decode(line)
         except messages.ProtocolError as exc:
-            self.send(messages.Error(None, messages.BAD_MESSAGE, str(exc),
-                                     "send one JSON object per line, as backend/messages.py defines"))
+            self.send(messages.Error(None, messages.BAD_MESSAGE, str(exc), LINE_HINT))
             return True
         if isinstance(message, messages.Submit):
-            with self._cond:
-                self._pending.append(message)
-                queued = len(self._pending) - 1 + (self._current is not None)
-                self._cond.notify()
-            self.send(messages.Accepted(message.id, queued))
+            try:
+                self.scheduler.submit(LOCAL, message, self.send)
+            except DuplicateJob as exc:
+                self.send(messages.Error(message.id, messages.BAD_MESSAGE, str(exc)))
         elif isinstance(message, messages.Cancel):
-            self._cancel_job(message.id)
+            if self.scheduler.cancel(LOCAL, message.id) in (CancelOutcome.UNKNOWN, CancelOutcome.FINISHED):
+                log.info("cancel for %s: not running or queued", message.id)
         elif isinstance(message, messages.StatusRequest):
-            self.send(self.status())
+            self.send(self.scheduler.status(LOCAL))
         elif isinstance(message, messages.Release):
-            with self._cond:
-                self._pending.append(_RELEASE)
-                self._cond.notify()
+            self.scheduler.request_release(LOCAL, self.send)
         elif isinstance(message, messages.Shutdown):
             return False
         else:
             self.send(messages.Error(None, messages.BAD_MESSAGE,
-                                     f"{message.type} is a backend message, not a request"))
+                                     f"{message.type} is not a request the stdio backend takes", LINE_HINT))
         return True
 
-    def _cancel_job(self, job_id: str) -> None:
-        with self._cond:
-            if self._current is not None and self._current.id == job_id:
-                self._cancel.set()  # the worker answers Cancelled at the next step
-                return
-            for item in list(self._pending):
-                if isinstance(item, messages.Submit) and item.id == job_id:
-                    self._pending.remove(item)
-                    self.send(messages.Cancelled(job_id))
-                    return
-        log.info("cancel for %s: not running or queued", job_id)
-
-    def status(self) -> messages.Status:
-        with self._cond:
-            current = self._current.id if self._current else None
-            queued = [i.id for i in self._pending if isinstance(i, messages.Submit)]
-        loaded = self.engine.models.loaded() if self.engine else []
-        return messages.Status("busy" if current else "idle", current, queued, loaded)
-
-    # -- worker ----------------------------------------------------------------------------
-
-    def work(self) -> None:
-        from backend.runner import run_job
-
+    def read(self, stream: IO[bytes]) -> None:
+        """Handle lines until Shutdown or the end of input; an over-long line is refused unread."""
         while True:
-            with self._cond:
-                while not self._pending and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                item = self._pending.popleft()
-                if isinstance(item, messages.Submit):
-                    self._current = item
-                    self._cancel.clear()
-            assert self.engine is not None
-            if not isinstance(item, messages.Submit):  # _RELEASE
-                self.engine.models.release()
-                self.send(self.status())
-                continue
             try:
-                run_job(self.engine, item, self.send, self._cancel)
-            finally:
-                with self._cond:
-                    self._current = None
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._pending.clear()
-            self._cancel.set()
-            self._cond.notify_all()
+                line = framing.read_line(stream, framing.MAX_LINE)  # type: ignore[arg-type]
+            except framing.LineTooLong as exc:
+                self.send(messages.Error(None, messages.TOO_LARGE, str(exc), LINE_HINT))
+                continue
+            if line is None or not self.handle_line(line):
+                return
 
 
 def _protocol_stream() -> IO[str]:
@@ -148,7 +98,7 @@ def serve(device: str = "auto", precision: str = "auto", registry: str | None = 
     try:
         from backend.runner import make_engine
 
-        engine = server.engine = make_engine(device, precision, registry, allow_download, allow_unsafe)
+        engine = server.scheduler.engine = make_engine(device, precision, registry, allow_download, allow_unsafe)
     except ImportError as exc:
         server.send(messages.Error(None, messages.DEPENDENCY, f"the backend cannot import {exc.name}: {exc}",
                                    "run Setup Backend in the add-on preferences, or point "
@@ -160,15 +110,10 @@ def serve(device: str = "auto", precision: str = "auto", registry: str | None = 
         return 2
     server.send(messages.Handshake(messages.PROTOCOL_VERSION, __version__, engine.device,
                                    engine.dtype, engine.versions, os.getpid()))
-    worker = threading.Thread(target=server.work, name="worker", daemon=True)
-    worker.start()
-    stdin = sys.stdin
-    for line in stdin:
-        if not server.handle_line(line):
-            break
+    server.scheduler.start()
+    server.read(sys.stdin.buffer)
     # Shutdown request or EOF (the add-on went away): stop the running job at its next step.
-    server.stop()
-    worker.join(timeout=30)
+    server.scheduler.stop(timeout=30)
     server.send(messages.Bye())
     out.close()
     return 0

@@ -1,7 +1,9 @@
-"""Backend housekeeping: set up its environment, restart it, cancel a job, open a job folder."""
+"""Backend housekeeping: set up its environment, restart it, cancel a job, open a job folder, test a remote
+server and forget its pinned key."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import bpy
@@ -10,8 +12,9 @@ if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 from bpy.props import StringProperty
 
-from ..addon import paths, render_animation
-from ..addon.jobs import service, setup
+from ..addon import paths, preferences, render_animation
+from ..addon.jobs import known_servers, service, setup
+from ..addon.jobs.connection_test import ConnectionReport, ConnectionTest
 
 
 class SCENE_DIFFUSION_OT_cancel_job(bpy.types.Operator):
@@ -133,5 +136,65 @@ class SCENE_DIFFUSION_OT_setup_backend(bpy.types.Operator):
         return {"CANCELLED"}
 
 
+class SCENE_DIFFUSION_OT_test_connection(bpy.types.Operator):
+    """Connect to the backend and report its latency, device, versions and queue"""
+
+    bl_idname = "scene_diffusion.test_connection"
+    bl_label = "Test Connection"
+    bl_options = {"REGISTER"}
+
+    _test: ConnectionTest | None = None
+    _timer: bpy.types.Timer | None = None
+
+    def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        service.connection_report[:] = ["Connecting…"]
+        try:
+            test = ConnectionTest(service.connect())
+        except OSError as exc:
+            return self._finish(ConnectionReport(False, [f"Cannot start the backend: {exc}"]))
+        if bpy.app.background:  # no event loop: wait here (the client's threads do the connecting)
+            while (report := test.poll()) is None:
+                time.sleep(0.05)
+            return self._finish(report)
+        self._test = test
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[OperatorReturnItems]:
+        if event.type != "TIMER" or self._test is None:
+            return {"PASS_THROUGH"}
+        report = self._test.poll()
+        if report is None:
+            return {"PASS_THROUGH"}
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+        return self._finish(report)
+
+    def _finish(self, report: ConnectionReport) -> set[OperatorReturnItems]:
+        service.connection_report[:] = report.lines
+        service.tag_redraw()
+        self.report({"INFO"} if report.ok else {"ERROR"}, report.text())
+        return {"FINISHED"} if report.ok else {"CANCELLED"}
+
+
+class SCENE_DIFFUSION_OT_forget_server_key(bpy.types.Operator):
+    """Forget the remote server's pinned certificate; the next connection pins the one it presents"""
+
+    bl_idname = "scene_diffusion.forget_server_key"
+    bl_label = "Forget Server Key"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        address = preferences.remote_address()
+        if not address or not known_servers.forget(paths.known_servers_path(), address):
+            self.report({"INFO"}, f"No key is pinned for {address or 'the remote backend'}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Forgot the key of {address}; the next connection pins the one it presents")
+        return {"FINISHED"}
+
+
 classes = (SCENE_DIFFUSION_OT_cancel_job, SCENE_DIFFUSION_OT_restart_backend, SCENE_DIFFUSION_OT_free_memory,
-           SCENE_DIFFUSION_OT_open_job_folder, SCENE_DIFFUSION_OT_setup_backend)
+           SCENE_DIFFUSION_OT_open_job_folder, SCENE_DIFFUSION_OT_setup_backend, SCENE_DIFFUSION_OT_test_connection,
+           SCENE_DIFFUSION_OT_forget_server_key)

@@ -23,9 +23,8 @@ def draw_job(layout: bpy.types.UILayout, job: Job | None) -> None:
         return
     box = layout.box()
     if not job.finished:
-        text = f"{job.state.capitalize()} {job.step}/{job.total}" if job.total else job.state.capitalize() + "…"
         row = box.row(align=True)
-        row.progress(factor=job.fraction, type="BAR", text=text)
+        row.progress(factor=job.fraction, type="BAR", text=job.progress_text())
         row.operator("scene_diffusion.cancel_job", text="", icon="CANCEL").job_id = job.id
         icon_id = previews.icon(job.id)
         if icon_id:

@@ -32,6 +32,9 @@ class LaunchConfig:
     handshake_timeout: float = 120.0
     extra_env: dict[str, str] = field(default_factory=dict)
 
+    def make_client(self) -> BackendClient:
+        return BackendClient(self)
+
     def command(self) -> list[str]:
         cmd = [self.python, "-m", "backend", "serve", "--device", self.device, "--precision", self.precision]
         if self.registry:

@@ -17,6 +17,7 @@ from ...contract import jobfolder
 from ...contract.tasks import TaskOutputs, TaskParams
 from .. import paths, preferences, previews
 from .client import LaunchConfig
+from .remote import RemoteConfig
 from .supervisor import Applied, Job, Supervisor
 
 BUSY_INTERVAL = 0.1  # seconds between timer ticks while a job runs: death is seen within 2 s
@@ -27,10 +28,16 @@ _supervisor: Supervisor | None = None
 # Tests of the interactive path set False and drive _tick() themselves.
 blocking: bool | None = None
 _file_generation = 0  # bumped on every file load: results never land in another file
+connection_report: list[str] = []  # what the last Test Connection found, for the preferences
 
 
-def launch_config() -> LaunchConfig:
+def launch_config() -> LaunchConfig | RemoteConfig:
+    """The remote server when one is chosen (environment or preferences), else the local process."""
     prefs = preferences.get()
+    remote = preferences.remote_settings()
+    if remote is not None:
+        return RemoteConfig(address=remote.address, token=remote.token, insecure=remote.insecure,
+                            known_servers=paths.known_servers_path())
     return LaunchConfig(
         python=preferences.backend_python(), log_path=paths.log_path(),
         registry=preferences.models_registry(), device=prefs.device, precision=prefs.precision,
@@ -117,7 +124,21 @@ def _tick() -> float | None:
         tag_redraw()
     if sup.active_jobs():
         return BUSY_INTERVAL
-    return IDLE_INTERVAL if sup.client is not None else None
+    # Jobs a lost server may still hold keep the timer alive: tick() reconnects every few seconds.
+    return IDLE_INTERVAL if sup.client is not None or sup.detached_jobs() else None
+
+
+def ensure_ticking() -> None:
+    if not bpy.app.background and not bpy.app.timers.is_registered(_tick):
+        bpy.app.timers.register(_tick, first_interval=BUSY_INTERVAL, persistent=True)
+
+
+def connect() -> Supervisor:
+    """Start the backend (or connect to the remote one) without a job, e.g. for Test Connection."""
+    sup = supervisor()
+    sup.ensure_started()
+    ensure_ticking()
+    return sup
 
 
 def tag_redraw() -> None:
@@ -130,8 +151,7 @@ def tag_redraw() -> None:
 
 def restart() -> None:
     supervisor().restart()
-    if not bpy.app.background and not bpy.app.timers.is_registered(_tick):
-        bpy.app.timers.register(_tick, first_interval=BUSY_INTERVAL, persistent=True)
+    ensure_ticking()
 
 
 def shutdown() -> None:

@@ -3,7 +3,13 @@
 Blender's timer (addon/service.py) calls ``tick`` on the main thread; background scripts
 call ``run_until_done``. Either way the same code notices a dead backend, a missing
 handshake, a protocol mismatch, and turns each into a job error with the log tail. The
-next submit after a death starts a fresh backend.
+next submit after a death starts a fresh backend; a job the dead backend never accepted is
+sent once more to it instead of failing.
+
+The client is a local process (client.py) or a remote server (remote.py), whichever the config
+makes. A lost remote connection fails the active jobs, but the ones the server had accepted are
+remembered: the next connection (next submit, Test Connection, or a retry every few seconds)
+attaches to them, and those the server still has come back to life.
 """
 
 from __future__ import annotations
@@ -18,9 +24,19 @@ from ...contract import jobfolder
 from ...contract import messages as msg
 from ...contract.tasks import ParamError, TaskOutputs, TaskParams
 from .client import BackendClient, LaunchConfig
+from .remote import RemoteClient, RemoteConfig
+from .transfers import mb
 
 # Job states as the UI shows them.
 STARTING, QUEUED, RUNNING, DONE, FAILED, CANCELLED = "starting", "queued", "running", "done", "failed", "cancelled"
+UPLOADING, DOWNLOADING = "uploading", "downloading"  # a remote job's files moving; step/total in bytes
+_PHASES = {"upload": UPLOADING, "download": DOWNLOADING}
+
+RETRY_INTERVAL = 3.0  # seconds between reconnect attempts while jobs wait for a lost server
+LOST = "connection_lost"
+
+Client = BackendClient | RemoteClient
+Config = LaunchConfig | RemoteConfig
 
 
 @dataclass
@@ -51,14 +67,18 @@ class Job:
     on_result: Callable[[Job, TaskOutputs], Applied | None] | None = None  # bring the outputs into the scene
     on_finish: Callable[[Job], None] | None = None  # after any ending: done, failed, cancelled
     state: str = QUEUED
-    step: int = 0
+    step: int = 0  # the task's denoising steps (kept while files move)
     total: int = 0
+    moved: int = 0  # a remote job's bytes moved and to move, while state is uploading or downloading
+    to_move: int = 0
     preview: Path | None = None
     outputs: TaskOutputs | None = None  # the task's typed outputs, once its result arrived
     error: JobError | None = None
     applied: Applied | None = None  # what on_result brought into the scene (for reports)
     submitted: float = field(default_factory=time.monotonic)
     sent: bool = False
+    accepted: bool = False  # the backend answered Accepted (or already ran it)
+    resent: bool = False  # sent again after a backend died before accepting it
     cancel_requested: bool = False
 
     @property
@@ -71,17 +91,29 @@ class Job:
 
     @property
     def fraction(self) -> float:
+        if self.state in (UPLOADING, DOWNLOADING):
+            return self.moved / self.to_move if self.to_move else 0.0
         return self.step / self.total if self.total else 0.0
+
+    def progress_text(self) -> str:
+        """What a progress bar says: steps while it runs, megabytes while its files move."""
+        if self.state in (UPLOADING, DOWNLOADING):
+            return f"{self.state.capitalize()} {mb(self.moved)} / {mb(self.to_move)} MB"
+        return f"{self.state.capitalize()} {self.step}/{self.total}" if self.total else self.state.capitalize() + "…"
 
 
 class Supervisor:
-    def __init__(self, make_config: Callable[[], LaunchConfig]) -> None:
+    def __init__(self, make_config: Callable[[], Config]) -> None:
         self._make_config = make_config
-        self.client: BackendClient | None = None
+        self.client: Client | None = None
         self.jobs: dict[str, Job] = {}
         self.last_error: JobError | None = None
+        self.server_status: msg.Status | None = None  # the latest Status answer
+        self.starts = 0  # clients started so far (tests count restarts)
         self._started_at = 0.0
         self._early_error: JobError | None = None  # an error the backend sent before its handshake
+        self._detached: dict[str, str] = {}  # job id -> server address, for jobs a lost server had accepted
+        self._retry_at = 0.0
 
     # -- state for the UI ------------------------------------------------------------------
 
@@ -95,8 +127,17 @@ class Supervisor:
             return "stopped"
         return "ready" if self.client.handshake else "starting"
 
+    @property
+    def remote_address(self) -> str | None:
+        """The remote server the current client talks to, if it is remote."""
+        return self.client.config.address if isinstance(self.client, RemoteClient) else None
+
     def active_jobs(self) -> list[Job]:
         return [j for j in self.jobs.values() if not j.finished]
+
+    def detached_jobs(self) -> list[Job]:
+        """Failed by a lost connection, maybe still on the server: a reconnect may bring them back."""
+        return [self.jobs[i] for i in self._detached if i in self.jobs]
 
     def current_job(self) -> Job | None:
         """The running job, else the newest one (finished or not)."""
@@ -107,23 +148,33 @@ class Supervisor:
 
     # -- actions ---------------------------------------------------------------------------
 
-    def ensure_started(self) -> BackendClient:
-        if self.client is not None and self.client.returncode() is None:
-            return self.client
-        self.client = BackendClient(self._make_config())
+    def ensure_started(self) -> Client:
+        """The running client, or a new one; settings changed while idle (local <-> remote, another
+        server) take effect here instead of at the next restart."""
+        config = self._make_config()
+        client = self.client
+        if client is not None and client.returncode() is None:
+            if client.config == config or self.active_jobs():
+                return client
+            self.stop()
+        return self._start(config)
+
+    def _start(self, config: Config) -> Client:
+        client = config.make_client()
         self._early_error = None
-        self.client.start()
+        client.start()
+        self.client = client
+        self.starts += 1
         self._started_at = time.monotonic()
-        return self.client
+        return client
 
     def submit(self, job: Job) -> Job:
         self.jobs[job.id] = job
         try:
             self.ensure_started()
         except OSError as exc:
-            self._fail(job, JobError(f"cannot start the backend: {exc}",
-                                     "set the backend Python in the add-on preferences or run Setup Backend",
-                                     msg.DEPENDENCY))
+            hint = getattr(exc, "hint", "") or "set the backend Python in the add-on preferences or run Setup Backend"
+            self._fail(job, JobError(f"cannot start the backend: {exc}", hint, msg.DEPENDENCY))
             return job
         job.state = STARTING if self.client and not self.client.handshake else QUEUED
         self._send_pending()
@@ -157,8 +208,16 @@ class Supervisor:
         self.ensure_started()
 
     def stop(self) -> None:
-        """Shut the backend down; running jobs end as cancelled."""
+        """Shut the backend down (a remote one: cancel this session's jobs there and disconnect); running jobs
+        end as cancelled."""
         client, self.client = self.client, None
+        if isinstance(client, RemoteClient):
+            for job in self.active_jobs():
+                if job.sent:
+                    try:
+                        client.send(msg.Cancel(job.id))
+                    except OSError:
+                        pass
         if client is not None:
             client.stop()
         for job in self.active_jobs():
@@ -170,7 +229,7 @@ class Supervisor:
         """Handle what has arrived and check the process; True when anything changed."""
         client = self.client
         if client is None:
-            return False
+            return self._retry_detached()
         messages = client.messages()
         for message in messages:
             self._handle(message)
@@ -183,9 +242,10 @@ class Supervisor:
         if client.handshake is None and time.monotonic() - self._started_at > client.config.handshake_timeout:
             client.stop(timeout=1)
             self.client = None
+            hint = ("check the address and the network" if isinstance(client, RemoteClient)
+                    else "check the backend Python in the preferences; the log says why")
             self._fail_all(JobError(
-                f"the backend did not answer within {client.config.handshake_timeout:.0f} s",
-                "check the backend Python in the preferences; the log says why", msg.DEPENDENCY,
+                f"the backend did not answer within {client.config.handshake_timeout:.0f} s", hint, msg.DEPENDENCY,
                 client.log_tail()))
             return True
         return bool(messages)
@@ -215,9 +275,15 @@ class Supervisor:
                     f"backend speaks protocol {message.protocol}, the add-on speaks {msg.PROTOCOL_VERSION}",
                     "update the add-on and its backend together (restart Blender after updating)"))
                 return
+            self._attach_detached()
             self._send_pending()
             return
+        if isinstance(message, msg.Status):
+            self.server_status = message
+            return
         job = self.jobs.get(getattr(message, "id", None) or "")
+        if job is not None and job.id in self._detached and not self._reattach(job, message):
+            return
         if isinstance(message, msg.Error) and job is None:
             self.last_error = JobError(message.message, message.hint, message.code)
             if self.client and self.client.handshake is None:  # failed before the handshake
@@ -227,9 +293,15 @@ class Supervisor:
         if job is None or job.finished:
             return
         if isinstance(message, msg.Accepted):
-            job.state = QUEUED
+            job.state, job.accepted = QUEUED, True
         elif isinstance(message, msg.Progress):
-            job.state, job.step, job.total = RUNNING, message.step, message.total
+            job.state = _PHASES.get(message.phase, RUNNING)
+            if message.phase:
+                job.moved, job.to_move = message.step, message.total
+            else:
+                job.step, job.total = message.step, message.total
+            if message.phase != "upload":  # moving the inputs up proves nothing; running or downloading does
+                job.accepted = True
             if message.preview:
                 job.preview = job.job_dir / message.preview
         elif isinstance(message, msg.Result):
@@ -266,8 +338,11 @@ class Supervisor:
                 job.sent = True
                 job.state = QUEUED
 
-    def _died(self, client: BackendClient, code: int) -> None:
+    def _died(self, client: Client, code: int) -> None:
         self.client = None
+        if isinstance(client, RemoteClient):
+            self._lost(client)
+            return
         tail = client.log_tail()
         early = self._early_error
         if early is not None:  # it said why before it exited: keep that
@@ -276,8 +351,96 @@ class Supervisor:
             error = JobError(f"the backend exited with code {code}",
                              "the next job starts a fresh backend; the log lines below say why",
                              msg.INTERNAL, tail)
-        self._fail_all(error)
+        # A death racing a submit: the job never reached a worker, so a fresh backend gets it once more.
+        again = [j for j in self.active_jobs() if j.sent and not j.accepted and not j.resent and early is None]
+        for job in self.active_jobs():
+            if job not in again:
+                self._fail(job, error)
         self.last_error = error
+        if not again:
+            return
+        for job in again:
+            job.sent, job.resent, job.state = False, True, STARTING
+        try:
+            self.ensure_started()
+        except OSError as exc:
+            self._fail_all(JobError(f"cannot start the backend again: {exc}", error.hint, msg.DEPENDENCY, tail))
+
+    def _lost(self, client: RemoteClient) -> None:
+        """The remote connection ended: before the handshake it never worked (say why); after it, the jobs the
+        server accepted are remembered for a reconnect."""
+        address = client.config.address
+        early = self._early_error
+        if early is not None or client.handshake is None:
+            self._fail_all(early or JobError(f"the remote backend at {address} closed the connection",
+                                             "check the server's log", msg.INTERNAL, client.log_tail()))
+            return
+        reason = client.lost_reason or "the connection ended"
+        message = f"lost the connection to the remote backend at {address}: {reason}"
+        for job in self.active_jobs():
+            if job.accepted:
+                self._detached[job.id] = address
+                hint = ("the server may still be running it; reconnecting (the next job, Test Connection, or the "
+                        f"automatic retry every {RETRY_INTERVAL:.0f} s) collects it")
+            else:
+                hint = "the job had not reached the server; run it again"
+            self._fail(job, JobError(message, hint, LOST, client.log_tail()))
+        self._retry_at = time.monotonic() + RETRY_INTERVAL
+
+    def _retry_detached(self) -> bool:
+        """With no client, reconnect every few seconds while jobs wait for their lost server (only when the
+        preferences still name that server)."""
+        if not self._detached or time.monotonic() < self._retry_at:
+            return False
+        self._retry_at = time.monotonic() + RETRY_INTERVAL
+        try:
+            config = self._make_config()
+        except OSError:
+            return False
+        if not isinstance(config, RemoteConfig) or config.address not in self._detached.values():
+            return False
+        self._start(config)
+        return True
+
+    def _attach_detached(self) -> None:
+        client = self.client
+        if not isinstance(client, RemoteClient):
+            return
+        jobs = {i: self.jobs[i].job_dir for i, address in self._detached.items()
+                if address == client.config.address and i in self.jobs}
+        try:
+            client.attach(jobs)
+        except OSError:
+            pass  # noticed by tick()
+
+    def _reattach(self, job: Job, message: msg.Message) -> bool:
+        """A server's answer about a detached job; True when the message should then be handled as usual."""
+        del self._detached[job.id]
+        if isinstance(message, (msg.Accepted, msg.Progress, msg.Result)):
+            job.state, job.error, job.sent, job.accepted = QUEUED, None, True, True
+            try:
+                record = jobfolder.read_job(job.job_dir)
+                record.pop("error", None)
+                record.pop("ended", None)
+                jobfolder.write_job(job.job_dir, {**record, "status": jobfolder.RUNNING})
+            except (OSError, ValueError):
+                pass
+            return True
+        if isinstance(message, msg.Error) and message.code != msg.UNKNOWN_JOB:
+            # It ended badly on the server while we were away: show that instead of the lost connection.
+            job.error = self.last_error = JobError(message.message, message.hint, message.code)
+            try:
+                jobfolder.update_job(job.job_dir, status=jobfolder.FAILED,
+                                     error={"code": message.code, "message": message.message, "hint": message.hint})
+            except OSError:
+                pass
+        elif isinstance(message, msg.Cancelled):
+            job.state = CANCELLED
+            try:
+                jobfolder.update_job(job.job_dir, status=jobfolder.CANCELLED)
+            except OSError:
+                pass
+        return False  # unknown_job: the server lost it; it stays failed
 
     def _fail_all(self, error: JobError) -> None:
         self.last_error = error

@@ -1,6 +1,7 @@
 """Command line: the server for the add-on, and every capability for shells and scripts.
 
     python -m backend serve
+    python -m backend serve --listen 0.0.0.0:8765 [--root DIR] [--token-file PATH]
     python -m backend texture --prompt "mossy stone wall" --seamless --out DIR
     python -m backend pbr --image wall.png --out DIR
     python -m backend render --passes passes.exr --prompt "a cottage" --control depth=1.0 --out DIR
@@ -42,8 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="JSON-lines server for the Blender add-on")
+    serve = sub.add_parser("serve", help="JSON-lines server for the Blender add-on (stdio, or --listen)")
     _engine_options(serve)
+    net = serve.add_argument_group("network", "serve many add-ons over TLS instead of one over stdin/stdout")
+    net.add_argument("--listen", metavar="HOST:PORT",
+                     help="listen for add-ons on this address; ':8765' is loopback only, "
+                          "other machines need the host spelled out (e.g. 0.0.0.0:8765)")
+    net.add_argument("--root", type=Path, help="where the token, certificate, uploads and jobs live "
+                                               "(default: a per-user data folder)")
+    net.add_argument("--token-file", type=Path, help="shared token, made on first start (default: ROOT/token)")
+    net.add_argument("--insecure", action="store_true", help="plain TCP, allowed on a loopback address only")
+    net.add_argument("--max-upload-mb", type=int, default=2048, help="largest upload, and a job's inputs together")
+    net.add_argument("--keep-jobs", type=int, default=200, help="finished jobs kept for clients to collect")
+    net.add_argument("--orphan-grace", type=float, default=120.0, metavar="S",
+                     help="cancel the queued jobs of a client gone for this many seconds")
 
     add_task_commands(sub, _engine_options)
 
@@ -62,7 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve" and args.listen is not None:
+        from backend.remote.listener import NetworkOptions, serve_network
+
+        return serve_network(NetworkOptions(
+            args.listen, args.token_file, args.root, args.insecure, args.max_upload_mb, args.keep_jobs,
+            args.orphan_grace, args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe))
     if args.command == "serve":
+        if args.insecure or args.root or args.token_file:
+            print("error: --root, --token-file and --insecure go with --listen", file=sys.stderr)
+            return 2
         from backend.server import serve
 
         return serve(args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe)

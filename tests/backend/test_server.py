@@ -165,3 +165,46 @@ def test_bad_registry_is_an_error_message_not_a_traceback(tmp_path):
     error = proc.next(timeout=120)
     assert isinstance(error, messages.Error) and "missing.json" in error.message
     assert proc.proc.wait(30) != 0
+
+
+# -- hardening: nothing ill-typed reaches the worker, and the worker outlives any job ----------------
+
+
+def _run_ok(server, tmp_path) -> None:
+    submit = _job(tmp_path, steps=2)
+    server.send(submit)
+    result, _ = server.until((messages.Result, messages.Error))
+    assert isinstance(result, messages.Result) and result.id == submit.id, result
+
+
+def test_ill_typed_submits_are_bad_messages_and_a_job_still_runs(server, tmp_path):
+    server.send_raw('{"type": "submit", "id": "a1", "task": "texture", "job_dir": 42, "params": {}}')
+    error = server.next()
+    assert error.code == messages.BAD_MESSAGE and error.id is None and "job_dir" in error.message
+    server.send_raw('{"type": "submit", "id": "a2", "task": ["texture"], "job_dir": "/tmp/x", "params": {}}')
+    error = server.next()
+    assert error.code == messages.BAD_MESSAGE and "task" in error.message
+    _run_ok(server, tmp_path)
+
+
+def test_an_over_long_line_is_refused_unread_and_reading_goes_on(server, tmp_path):
+    server.send_raw("x" * (5 * 1024 * 1024))
+    error = server.next()
+    assert isinstance(error, messages.Error) and error.code == messages.TOO_LARGE and error.id is None
+    _run_ok(server, tmp_path)
+
+
+def test_a_job_that_breaks_outside_its_task_does_not_stop_the_worker(server, tmp_path):
+    broken = _job(tmp_path / "broken")
+    (tmp_path / "broken" / broken.job_dir / jobfolder.JOB_FILE).write_text("not json")  # run_job itself raises
+    server.send(broken)
+    error, _ = server.until((messages.Error, messages.Result))
+    assert error.id == broken.id and error.code == messages.INTERNAL
+    gone = _job(tmp_path / "gone")
+    import shutil
+
+    shutil.rmtree(gone.job_dir)  # a folder deleted between submit and run
+    server.send(gone)
+    error, _ = server.until((messages.Error, messages.Result))
+    assert error.id == gone.id
+    _run_ok(server, tmp_path / "fine")

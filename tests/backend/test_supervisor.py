@@ -148,3 +148,21 @@ def test_dependency_error_from_backend_keeps_its_message(tmp_path, tiny_models):
     assert "cannot import torch" in job.error.message and job.error.hint == "run Setup Backend"
     sup.tick()
     assert "cannot import torch" in sup.last_error.message
+
+
+def test_a_job_whose_backend_died_before_accepting_it_goes_to_a_fresh_backend(sup, tmp_path):
+    warm = _job(tmp_path)
+    sup.submit(warm)
+    sup.run_until_done(warm, timeout=120)
+    assert warm.state == supervisor_mod.DONE, warm.error
+    first_pid = sup.client.pid
+    # Stopped, the backend cannot answer Accepted; the submit lands in its pipe; then it dies.
+    os.kill(first_pid, signal.SIGSTOP)
+    job = _job(tmp_path)
+    sup.submit(job)
+    assert job.sent and not job.accepted
+    os.kill(first_pid, signal.SIGKILL)
+    sup.run_until_done(job, timeout=120)
+    assert job.state == supervisor_mod.DONE, job.error
+    assert job.resent and sup.starts == 2 and sup.client.pid != first_pid
+    assert jobfolder.read_job(job.job_dir)["status"] == "done"

@@ -102,3 +102,46 @@ def interactive(addon: ModuleType) -> Iterator[ModuleType]:
     for job in sup.active_jobs():
         sup.cancel(job.id)
         sup.run_until_done(job, timeout=60)
+
+
+# -- the same tests against a remote backend -----------------------------------------------------
+
+REMOTE_ENV = ("SCENE_DIFFUSION_REMOTE", "SCENE_DIFFUSION_REMOTE_TOKEN_FILE")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``remote`` runs twice: with the local backend subprocess, then with a remote server."""
+    if metafunc.definition.get_closest_marker("remote") is not None:
+        metafunc.parametrize("backend_mode", ["local", "remote"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def remote_server(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One real server process on loopback with TLS, its own root, token and certificate, shared by the
+    session's remote runs; the add-on reaches it only through the network."""
+    from devtools.remote_server import RemoteServer
+
+    server = RemoteServer(tmp_path_factory.mktemp("remote"), tiny_models)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def backend_mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs with the local backend; a test marked ``remote`` also runs with the remote one: the
+    add-on is pointed at the server the way a script would (environment overrides) and its backend restarted."""
+    mode = getattr(request, "param", "local")
+    if mode != "remote":
+        yield mode
+        return
+    server = request.getfixturevalue("remote_server")
+    service = request.getfixturevalue("addon").addon.jobs.service
+    service.shutdown()
+    os.environ.update(SCENE_DIFFUSION_REMOTE=server.address,  # type: ignore[attr-defined]
+                      SCENE_DIFFUSION_REMOTE_TOKEN_FILE=str(server.token_file))  # type: ignore[attr-defined]
+    try:
+        yield mode
+    finally:
+        for name in REMOTE_ENV:
+            os.environ.pop(name, None)
+        service.shutdown()

@@ -34,6 +34,7 @@ def _new_objects(before):
     return [o for o in bpy.data.objects if o.name not in before]
 
 
+@pytest.mark.remote
 def test_image_to_mesh_creates_a_valid_coloured_object_at_the_cursor(addon, clean_scene):
     _settings(image=_disc_image())
     bpy.context.scene.cursor.location = (3.0, -1.0, 0.5)
@@ -73,6 +74,7 @@ def test_baked_texture_option(addon, clean_scene):
     assert pixels.reshape(-1, 4)[:, :3].max() > 0.0  # the bake wrote colour
 
 
+@pytest.mark.remote
 def test_import_generated_mesh_normalises_like_generated_ones(addon, clean_scene, tmp_path):
     import trimesh
 

@@ -48,6 +48,7 @@ def _last_job(addon):
     return jobfolder.list_jobs(addon.addon.paths.jobs_dir())[-1]
 
 
+@pytest.mark.remote
 def test_derive_pbr_builds_a_wired_principled_material(addon, clean_scene):
     cube = _cube()
     image = _pattern_image()
@@ -130,6 +131,7 @@ def pbr_cube(addon, clean_scene):
     return cube
 
 
+@pytest.mark.remote
 @pytest.mark.parametrize("half, compression", [(True, "zip"), (False, "piz"), (True, "dwaa"), (False, "none")])
 def test_export_multilayer_exr_round_trips_through_import(addon, pbr_cube, tmp_path, half, compression):
     export = bpy.context.scene.scene_diffusion.export

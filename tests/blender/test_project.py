@@ -191,6 +191,7 @@ def test_meshes_are_exported_as_renders_see_them(addon, clean_scene, tmp_path):
 # -- project_image --------------------------------------------------------------------------
 
 
+@pytest.mark.remote
 def test_project_image_bakes_a_float_image_into_a_new_material(addon, clean_scene):
     cube = _cube()
     camera = _camera()
@@ -347,6 +348,7 @@ def _cameras():
     return (sorted(o.name for o in bpy.data.objects if o.type == "CAMERA"), sorted(bpy.data.cameras.keys()))
 
 
+@pytest.mark.remote
 def test_project_texture_from_the_active_camera(addon, clean_scene):
     cube = _cube()
     _camera()

@@ -40,6 +40,7 @@ def _render_state(scene):
             bpy.context.view_layer.use_pass_normal, scene.frame_current, scene.cycles.samples)
 
 
+@pytest.mark.remote
 def test_depth_render_lands_as_diffusion_render_and_restores_settings(addon, clean_scene):
     scene, _ = _scene()
     scene.render.engine, scene.render.filepath, scene.render.resolution_x = "BLENDER_WORKBENCH", "//mine_", 1280
@@ -77,6 +78,7 @@ def test_multi_control_and_img2img(addon, clean_scene):
     assert record["request"]["img2img"] and record["request"]["strength"] == pytest.approx(0.6)
 
 
+@pytest.mark.remote
 def test_animation_resumes_and_keeps_one_seed(addon, clean_scene, tmp_path):
     scene, settings = _scene()
     settings.animation, settings.frame_start, settings.frame_end = True, 1, 3

@@ -39,6 +39,7 @@ def _jobs(addon) -> list[Path]:
     return jobfolder.list_jobs(addon.addon.paths.jobs_dir())
 
 
+@pytest.mark.remote
 def test_texture_lands_as_image_and_material_on_selected_meshes(addon, clean_scene):
     cube, other = _cube("Crate"), _cube("Barrel")
     bpy.ops.object.camera_add()
@@ -143,6 +144,7 @@ def _drive(service, job, limit=120.0):
     return job
 
 
+@pytest.mark.remote
 def test_interactive_generate_returns_at_once_and_lands_on_a_timer_tick(addon, clean_scene, interactive):
     cube = _cube()
     _select(cube)
@@ -220,6 +222,7 @@ def test_setup_backend_refuses_without_online_access(addon):
         bpy.ops.scene_diffusion.setup_backend()
 
 
+@pytest.mark.remote
 def test_headless_batch_example_script(addon, clean_scene, tmp_path):
     import runpy
     import sys

@@ -1,0 +1,100 @@
+"""A TCP proxy on loopback that can drop its connections: a network that fails on purpose.
+
+Sits between a real client and a real server (TLS passes through untouched). ``drop_all()``
+resets every open connection, as a pulled cable or a Wi-Fi hand-over would;
+``drop_after(n)`` resets the next connection once ``n`` bytes went from client to server
+(mid-upload).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+
+class FlakyProxy:
+    def __init__(self, upstream_port: int, host: str = "127.0.0.1") -> None:
+        self.upstream = (host, upstream_port)
+        self._listener = socket.create_server((host, 0))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self._drop_after: int | None = None
+        self.connections = 0
+        self.drops = 0
+        self.sent_upstream = 0
+        threading.Thread(target=self._accept, name="flaky-proxy", daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"{self.upstream[0]}:{self.port}"
+
+    def drop_after(self, upstream_bytes: int) -> None:
+        """Reset the next connection once it has carried ``upstream_bytes`` from client to server."""
+        with self._lock:
+            self._drop_after = upstream_bytes
+
+    def drop_all(self) -> None:
+        with self._lock:
+            sockets, self._open = self._open, []
+            self.drops += 1 if sockets else 0
+        for sock in sockets:
+            _reset(sock)
+
+    def close(self) -> None:
+        self._listener.close()
+        self.drop_all()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                _reset(client)
+                continue
+            server.settimeout(None)
+            with self._lock:
+                self.connections += 1
+                limit, self._drop_after = self._drop_after, None
+                self._open += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, limit, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, None, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, limit: int | None, upstream: bool) -> None:
+        carried = 0
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if limit is not None and carried + len(data) >= limit:
+                    target.sendall(data[: max(0, limit - carried)])
+                    with self._lock:
+                        self.drops += 1
+                    break
+                target.sendall(data)
+                carried += len(data)
+                if upstream:
+                    with self._lock:
+                        self.sent_upstream += len(data)
+        except OSError:
+            pass
+        _reset(source)
+        _reset(target)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0), as a broken network looks to both ends."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
