@@ -10,9 +10,10 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
+from ..contract.addresses import is_loopback
 from . import paths
 from .jobs import known_servers
-from .jobs.remote_connection import ConfigError, is_loopback_name, parse_address
+from .jobs.remote_connection import ConfigError, parse_address
 
 ENV_PYTHON = "SCENE_DIFFUSION_BACKEND_PYTHON"
 ENV_MODELS = "SCENE_DIFFUSION_MODELS"
@@ -171,7 +172,7 @@ def remote_settings() -> RemoteSettings | None:
                               "point it at the server's --token-file, copied to this computer") from None
     else:
         token = prefs.remote_token.strip()
-    if not is_loopback_name(host) and not bpy.app.online_access:
+    if not is_loopback(host) and not bpy.app.online_access:
         raise ConfigError(f"a remote backend at {address} needs network access, and Blender's online access is off",
                           "allow it in Preferences > System > Network, or use the local backend")
     insecure = os.environ.get(ENV_REMOTE_INSECURE) == "1" or prefs.remote_insecure

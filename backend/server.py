@@ -17,7 +17,7 @@ import threading
 from typing import IO
 
 from backend import __version__
-from backend.remote.scheduler import CancelOutcome, DuplicateJob, Scheduler
+from backend.scheduler import CancelOutcome, DuplicateJob, Scheduler
 from contract import framing, messages
 
 log = logging.getLogger("backend.server")

@@ -7,7 +7,9 @@ and exports its maps as a multilayer EXR, renders the scene with depth + normal 
 from Blender's own passes, turns that render into a mesh placed beside the ball
 (image to 3D), and textures that mesh from four automatic views, each generated from the texture
 baked so far and projected into a new UV map (projection baking). Then renders the whole scene with
-Cycles and writes the outputs and a summary into demo_output/.
+Cycles and writes the outputs and a summary into demo_output/. Last, the texture job runs once more
+through a remote backend server on loopback (TLS, token) and the summary says whether its pixels
+match the local run's.
 
 Models: $SCENE_DIFFUSION_MODELS when set (a registry of real weights), else tiny
 random-weight pipelines built by `python -m backend models make-tiny` — the pictures are
@@ -27,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
 
 from backend import __version__  # noqa: E402
 from devtools import extension  # noqa: E402
@@ -98,6 +102,38 @@ def side_by_side(paths: list[Path], dest: Path, height: int = 192) -> None:
         strip.paste(image, (x, 0))
         x += image.width + 8
     strip.save(dest)
+
+
+def remote_texture(bpy, api, registry: str, local_png: Path) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The texture job once more through a remote server on loopback (TLS, token, pinned certificate; its own
+    root, reached only over the network), the way a script selects one: the same seed gives the same pixels."""
+    from PIL import Image
+
+    from devtools.remote_server import RemoteServer
+
+    server = RemoteServer(Path(tempfile.mkdtemp(prefix="scene_diffusion_demo_server_")), Path(registry))
+    address = server.address
+    os.environ.update(SCENE_DIFFUSION_REMOTE=server.address, SCENE_DIFFUSION_REMOTE_TOKEN_FILE=str(server.token_file))
+    try:
+        bpy.ops.object.select_all(action="DESELECT")  # the image only: the scene keeps its materials
+        t0 = time.monotonic()
+        bpy.ops.scene_diffusion.generate_texture()
+        seconds = time.monotonic() - t0
+        job = api.service.supervisor().current_job()
+        record = json.loads((job.job_dir / "job.json").read_text())
+        remote_png = job.job_dir / "outputs" / "texture.png"
+        shutil.copy(remote_png, OUT / "texture_remote.png")
+        same = bool((np.asarray(Image.open(remote_png)) == np.asarray(Image.open(local_png))).all())
+        server_jobs = sorted(p.name for p in server.jobs_root.glob("*/*"))
+    finally:
+        api.shutdown_backend()
+        for name in ("SCENE_DIFFUSION_REMOTE", "SCENE_DIFFUSION_REMOTE_TOKEN_FILE"):
+            os.environ.pop(name, None)
+        server.stop()
+    return {"server": address, "transport": "TLS, token, certificate pinned on first use",
+            "fingerprint": server.fingerprint, "job": job.id, "status": record["status"],
+            "ran_on_server_as": server_jobs, "recorded_server": record.get("remote", {}).get("server"),
+            "same_pixels_as_local": same, "seconds": round(seconds, 2)}
 
 
 def main() -> int:
@@ -220,6 +256,7 @@ def main() -> int:
     render_s = time.monotonic() - t0
     bpy.ops.wm.save_as_mainfile(filepath=str(OUT / "demo.blend"))
     api.shutdown_backend()
+    remote = remote_texture(bpy, api, registry, OUT / "texture.png")
 
     summary = {
         "models": {"registry": registry, "tiny_random_weights": tiny,
@@ -245,6 +282,7 @@ def main() -> int:
                        "seen_fraction": project_record["info"]["objects"][0]["seen_fraction"],
                        "material": generated.active_material.name, "seconds": round(project_s, 2)},
         "render": {"engine": "CYCLES", "samples": 16, "seconds": round(render_s, 2)},
+        "remote": remote,
         "outputs": sorted(p.name for p in OUT.iterdir()),
         "total_seconds": round(time.monotonic() - started, 2),
     }

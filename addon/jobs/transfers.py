@@ -97,6 +97,7 @@ class Transfers:
         self._stream: Stream | None = None
         self._lock = threading.Lock()  # one request at a time on the connection
         self.uploaded_bytes = 0  # raw bytes sent in Chunk frames (tests check that dedup sends none)
+        self.resumed_from: list[int] = []  # offsets the server had kept of partial uploads, when it had any
 
     def close(self) -> None:
         stream, self._stream = self._stream, None
@@ -120,6 +121,8 @@ class Transfers:
             progress(size)
             return  # the server holds it already
         offset = answer.offset
+        if offset:
+            self.resumed_from.append(offset)
         progress(offset)
         if size == 0:  # nothing to append: one empty chunk makes the server check and store it
             stream.send(msg.Chunk(sha, 0, 0))

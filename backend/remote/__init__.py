@@ -1,7 +1,6 @@
-"""The backend's job service: one scheduler shared by the stdio server and the network server.
+"""The backend as a network service (``python -m backend serve --listen``), on the same scheduler
+(backend/scheduler.py) the stdio server uses.
 
-``scheduler`` queues jobs per owner and runs them on one worker thread; the stdio server
-(backend/server.py) is its one owner "local". The rest serves it over TLS to many clients
-(``python -m backend serve --listen``): ``credentials`` (token, certificate), ``store`` (uploaded
-content), ``job_folders`` (server-side job folders), ``connection`` (one client), ``listener``.
+``credentials`` (token, certificate), ``store`` (uploaded content), ``job_folders`` (server-side job
+folders), ``connection`` (one client), ``listener`` (accepting, the banner, signals).
 """

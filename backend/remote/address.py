@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -21,15 +20,6 @@ def parse_listen(text: str) -> tuple[str, int]:
         raise AddressError(f"--listen wants HOST:PORT (e.g. 127.0.0.1:8765 or :8765), got {text!r}")
     host = host.strip("[]") or DEFAULT_HOST
     return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def show(host: str, port: int) -> str:

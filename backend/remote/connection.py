@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from backend.remote.job_folders import JobFolders, SubmitRefused, owner_of
-from backend.remote.scheduler import CancelOutcome, DuplicateJob, Job, Scheduler
 from backend.remote.store import ContentStore, UploadRefused
+from backend.scheduler import CancelOutcome, DuplicateJob, Job, Scheduler
 from contract import framing, messages, transfer
 
 log = logging.getLogger("backend.remote")

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.remote.scheduler import Job
 from backend.remote.store import ContentStore
+from backend.scheduler import Job
 from contract import jobfolder, messages, transfer
 from contract.tasks import TASKS, ParamError, params_for
 

@@ -20,9 +20,10 @@ from backend.remote import address
 from backend.remote.connection import Connection, Shared
 from backend.remote.credentials import CredentialError, load_certificate, load_token, server_context
 from backend.remote.job_folders import JobFolders
-from backend.remote.scheduler import Job, Scheduler
 from backend.remote.store import ContentStore
+from backend.scheduler import Job, Scheduler
 from contract import messages
+from contract.addresses import is_loopback
 
 log = logging.getLogger("backend.remote")
 
@@ -56,7 +57,7 @@ def serve_network(options: NetworkOptions) -> int:
         host, port = address.parse_listen(options.listen)
     except address.AddressError as exc:
         return _fail(str(exc))
-    if options.insecure and not address.is_loopback(host):
+    if options.insecure and not is_loopback(host):
         return _fail(f"--insecure sends the token and every file in the clear; it is only allowed on a "
                      f"loopback address (127.0.0.1, ::1), not {host}. Drop --insecure to use TLS.")
     root = (options.root or address.default_root()).expanduser().resolve()
@@ -150,6 +151,7 @@ def _accept(listener: socket.socket, shared: Shared, connections: set[Connection
     while not stop.is_set():
         try:
             raw, peer = listener.accept()
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small answers go out at once (no 40 ms stall)
         except TimeoutError:
             continue
         except OSError:

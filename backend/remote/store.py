@@ -6,12 +6,13 @@ content is only ever visible under its hash after the hash was checked.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract import messages, transfer
+from contract import messages
 
 
 class UploadRefused(Exception):
@@ -33,6 +34,9 @@ class ContentStore:
         self._partial = root / "partial"
         self._partial.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # appends and moves of one hash never interleave
+        # The running SHA-256 of each partial upload, fed chunk by chunk, so completing a file does not read
+        # it again; rebuilt from the partial file when a resumed upload finds none (after a server restart).
+        self._digests: dict[str, tuple[int, hashlib._Hash]] = {}
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
@@ -55,6 +59,7 @@ class ContentStore:
             held = partial.stat().st_size if partial.is_file() else 0
             if held > size:  # announced differently before: start over
                 partial.unlink()
+                self._digests.pop(sha256, None)
                 held = 0
             return held
 
@@ -70,14 +75,29 @@ class ContentStore:
                                     fatal=True)
             if offset + len(data) > size:
                 raise UploadRefused(messages.TOO_LARGE, f"more bytes than the {size} announced for {sha256[:12]}")
+            digest = self._digest_of(sha256, partial, held)
             with open(partial, "ab") as handle:
                 handle.write(data)
+            digest.update(data)
+            self._digests[sha256] = (held + len(data), digest)
             if offset + len(data) < size:
                 return ChunkResult(False)
-            if transfer.sha256_file(partial) != sha256:
+            del self._digests[sha256]
+            if digest.hexdigest() != sha256:
                 partial.unlink()
                 raise UploadRefused(messages.BAD_FILE, "content does not match its SHA-256; upload it again")
             target = self.path(sha256)
             target.parent.mkdir(exist_ok=True)
             os.replace(partial, target)
             return ChunkResult(True)
+
+    def _digest_of(self, sha256: str, partial: Path, held: int) -> hashlib._Hash:
+        known = self._digests.get(sha256)
+        if known is not None and known[0] == held:
+            return known[1]
+        digest = hashlib.sha256()
+        if held:
+            with open(partial, "rb") as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+        return digest

@@ -2,8 +2,8 @@
 
 Sits between a real client and a real server (TLS passes through untouched). ``drop_all()``
 resets every open connection, as a pulled cable or a Wi-Fi hand-over would;
-``drop_after(n)`` resets the next connection once ``n`` bytes went from client to server
-(mid-upload).
+``cut_after={k: n}`` (or ``drop_after(n)`` for the next one) resets connection number ``k``
+once ``n`` bytes went from client to server (mid-upload).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import threading
 
 
 class FlakyProxy:
-    def __init__(self, upstream_port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, upstream_port: int, host: str = "127.0.0.1", cut_after: dict[int, int] | None = None) -> None:
         self.upstream = (host, upstream_port)
+        self._cut_after = dict(cut_after or {})  # connection number (from 0) -> client bytes it may carry
         self._listener = socket.create_server((host, 0))
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -59,8 +60,9 @@ class FlakyProxy:
                 continue
             server.settimeout(None)
             with self._lock:
-                self.connections += 1
                 limit, self._drop_after = self._drop_after, None
+                limit = self._cut_after.pop(self.connections, limit)
+                self.connections += 1
                 self._open += [client, server]
             threading.Thread(target=self._pump, args=(client, server, limit, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, None, False), daemon=True).start()
