@@ -208,3 +208,38 @@ def test_a_job_that_breaks_outside_its_task_does_not_stop_the_worker(server, tmp
     error, _ = server.until((messages.Error, messages.Result))
     assert error.id == gone.id
     _run_ok(server, tmp_path / "fine")
+
+
+WORKER_DIES = """
+import time
+import backend.runner
+from backend.scheduler import Scheduler
+from contract import messages
+
+def run_job(*args, **kwargs):
+    raise SystemExit("not an Exception: escapes the per-job guard and ends the worker thread")
+
+backend.runner.run_job = run_job
+scheduler = Scheduler()
+scheduler.engine = object()
+scheduler.connected("local")
+scheduler.start()
+scheduler.submit("local", messages.Submit("dies", "texture", "/nowhere"), lambda message: None)
+time.sleep(30)
+print("still here: the process did not exit")
+"""
+
+
+def test_a_dead_worker_thread_ends_the_process_non_zero():
+    """Never a backend whose reader answers while no job can run again: the supervisor restarts an exited one."""
+    import subprocess
+    import sys
+
+    from backend_process import OFFLINE_ENV, ROOT
+
+    from backend.scheduler import WORKER_DIED_EXIT
+
+    proc = subprocess.run([sys.executable, "-c", WORKER_DIES], cwd=ROOT, env=OFFLINE_ENV, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == WORKER_DIED_EXIT, proc.stdout + proc.stderr
+    assert "still here" not in proc.stdout and "worker thread died" in proc.stderr
