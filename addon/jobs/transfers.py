@@ -98,6 +98,7 @@ class Transfers:
         self._lock = threading.Lock()  # one request at a time on the connection
         self.uploaded_bytes = 0  # raw bytes sent in Chunk frames (tests check that dedup sends none)
         self.resumed_from: list[int] = []  # offsets the server had kept of partial uploads, when it had any
+        self.downloads_resumed_from: list[int] = []  # the same for partial downloads kept here
 
     def close(self) -> None:
         stream, self._stream = self._stream, None
@@ -150,6 +151,8 @@ class Transfers:
             if offset > ref.size:
                 part.unlink()
                 offset = 0
+            if offset:
+                self.downloads_resumed_from.append(offset)
             progress(offset)
             if offset < ref.size or ref.size == 0:
                 self._receive(stream, job_id, name, offset, part, progress)

@@ -3,7 +3,8 @@
 Sits between a real client and a real server (TLS passes through untouched). ``drop_all()``
 resets every open connection, as a pulled cable or a Wi-Fi hand-over would;
 ``cut_after={k: n}`` (or ``drop_after(n)`` for the next one) resets connection number ``k``
-once ``n`` bytes went from client to server (mid-upload).
+once ``n`` bytes went from client to server (mid-upload), ``cut_down_after`` once ``n`` bytes
+came back (mid-download).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import threading
 
 
 class FlakyProxy:
-    def __init__(self, upstream_port: int, host: str = "127.0.0.1", cut_after: dict[int, int] | None = None) -> None:
+    def __init__(self, upstream_port: int, host: str = "127.0.0.1", cut_after: dict[int, int] | None = None,
+                 cut_down_after: dict[int, int] | None = None) -> None:
         self.upstream = (host, upstream_port)
         self._cut_after = dict(cut_after or {})  # connection number (from 0) -> client bytes it may carry
+        self._cut_down_after = dict(cut_down_after or {})  # ... -> server bytes it may carry (mid-download)
         self._listener = socket.create_server((host, 0))
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -62,10 +65,11 @@ class FlakyProxy:
             with self._lock:
                 limit, self._drop_after = self._drop_after, None
                 limit = self._cut_after.pop(self.connections, limit)
+                down_limit = self._cut_down_after.pop(self.connections, None)
                 self.connections += 1
                 self._open += [client, server]
             threading.Thread(target=self._pump, args=(client, server, limit, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, None, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, down_limit, False), daemon=True).start()
 
     def _pump(self, source: socket.socket, target: socket.socket, limit: int | None, upstream: bool) -> None:
         carried = 0
@@ -92,11 +96,10 @@ class FlakyProxy:
 
 def _reset(sock: socket.socket) -> None:
     """Close with RST (SO_LINGER 0), as a broken network looks to both ends."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
+    for step in (lambda: sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)),
+                 lambda: sock.shutdown(socket.SHUT_RDWR),  # wakes the pump thread blocked in recv on it
+                 sock.close):
+        try:
+            step()
+        except OSError:
+            pass

@@ -75,11 +75,17 @@ def test_texture_job_runs_remotely_into_the_local_folder(sup, server, known, tmp
     states = []
     job = _texture_job(tmp_path)
     job.on_result = lambda j, outputs: landed.append(outputs.image)
+    handle = sup._handle
+
+    def recording(message):  # every state the job passes through, however many messages one tick takes
+        handle(message)
+        states.append(job.state)
+
+    sup._handle = recording
     sup.submit(job)
     deadline = time.monotonic() + 120
     while not job.finished and time.monotonic() < deadline:
         sup.tick()
-        states.append(job.state)
         time.sleep(0.02)
     assert job.state == supervisor_mod.DONE, job.error
     assert landed == ["outputs/texture.png"] and (job.job_dir / landed[0]).is_file()
@@ -247,6 +253,34 @@ def test_a_dropped_connection_reattaches_and_collects_the_result(server, known, 
         proxy.close()
 
 
+def test_a_job_still_running_after_a_drop_is_followed_again_after_the_reattach(server, known, tmp_path):
+    proxy = FlakyProxy(server.port)
+    address = f"127.0.0.1:{proxy.port}"
+    sup = supervisor_mod.Supervisor(lambda: _config(address, server.token, known))
+    try:
+        job = _texture_job(tmp_path, steps=200, width=320, height=320, preview_every=0)  # outlasts the reconnect
+        sup.submit(job)
+        _wait_running(sup, job)
+        proxy.drop_all()
+        deadline = time.monotonic() + 5
+        while job.state != supervisor_mod.FAILED:  # the loss is noticed first
+            assert time.monotonic() < deadline, (job.state, job.step)
+            sup.tick()
+            time.sleep(0.05)
+        step_at_loss, deadline = job.step, time.monotonic() + 60
+        while job.state != supervisor_mod.RUNNING or job.step <= step_at_loss:  # reattached, and running on
+            assert time.monotonic() < deadline, (job.state, job.step, job.error)
+            sup.tick()
+            time.sleep(0.05)
+        assert sup.starts == 2 and job.error is None and not sup.detached_jobs()
+        sup.cancel(job.id)  # and the reattached job is this client's to cancel
+        sup.run_until_done(job, timeout=60)
+        assert job.state == supervisor_mod.CANCELLED
+    finally:
+        sup.stop()
+        proxy.close()
+
+
 def test_unknown_server_fails_fast_with_the_address(known, tmp_path):
     free = socket.create_server(("127.0.0.1", 0))
     port = free.getsockname()[1]
@@ -291,6 +325,26 @@ def test_an_upload_cut_midway_resumes_on_a_new_connection(server, known, tmp_pat
         # was sent twice is only what sat in socket buffers when the connection was cut.
         assert len(transfers.resumed_from) == 1 and 1_000_000 <= transfers.resumed_from[0] <= 3_000_000
         assert total <= transfers.uploaded_bytes < 2 * total
+    finally:
+        sup.stop()
+        proxy.close()
+
+
+def test_a_download_cut_midway_resumes_from_the_partial_file(server, known, tmp_path):
+    # Connection 1 carries the upload, then the outputs: cut it once 2 MB of a PBR job's maps came back.
+    proxy = FlakyProxy(server.port, cut_down_after={1: 2_000_000})
+    sup = supervisor_mod.Supervisor(lambda: _config(f"127.0.0.1:{proxy.port}", server.token, known))
+    try:
+        job = _pbr_job(tmp_path, np.random.default_rng(7).integers(0, 255, (384, 384, 3), dtype=np.uint8))
+        sup.submit(job)
+        sup.run_until_done(job, timeout=120)
+        assert job.state == supervisor_mod.DONE, (job.error, sup.client and sup.client.log_tail())
+        transfers = sup.client.transfers
+        assert proxy.connections >= 3 and len(transfers.downloads_resumed_from) == 1
+        assert 0 < transfers.downloads_resumed_from[0] <= 2_000_000
+        record = jobfolder.read_job(job.job_dir)
+        for name in record["outputs"]["maps"].values():  # every map arrived whole: the SHA-256 was checked
+            assert (job.job_dir / name).is_file()
     finally:
         sup.stop()
         proxy.close()
