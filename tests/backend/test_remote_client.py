@@ -331,17 +331,18 @@ def test_an_upload_cut_midway_resumes_on_a_new_connection(server, known, tmp_pat
 
 
 def test_a_download_cut_midway_resumes_from_the_partial_file(server, known, tmp_path):
-    # Connection 1 carries the upload, then the outputs: cut it once 2 MB of a PBR job's maps came back.
-    proxy = FlakyProxy(server.port, cut_down_after={1: 2_000_000})
+    # Connection 1 carries the upload, then the outputs: cut it 3 MB into them, inside the 15 MB maps.exr.
+    proxy = FlakyProxy(server.port, cut_down_after={1: 3_000_000})
     sup = supervisor_mod.Supervisor(lambda: _config(f"127.0.0.1:{proxy.port}", server.token, known))
     try:
-        job = _pbr_job(tmp_path, np.random.default_rng(7).integers(0, 255, (384, 384, 3), dtype=np.uint8))
+        job = _pbr_job(tmp_path, np.random.default_rng(7).integers(0, 255, (1024, 1024, 3), dtype=np.uint8))
         sup.submit(job)
         sup.run_until_done(job, timeout=120)
         assert job.state == supervisor_mod.DONE, (job.error, sup.client and sup.client.log_tail())
         transfers = sup.client.transfers
-        assert proxy.connections >= 3 and len(transfers.downloads_resumed_from) == 1
-        assert 0 < transfers.downloads_resumed_from[0] <= 2_000_000
+        why = (proxy.connections, sup.client.log_tail())
+        assert proxy.connections >= 3 and len(transfers.downloads_resumed_from) == 1, why
+        assert 1_000_000 <= transfers.downloads_resumed_from[0] <= 3_000_000, why
         record = jobfolder.read_job(job.job_dir)
         for name in record["outputs"]["maps"].values():  # every map arrived whole: the SHA-256 was checked
             assert (job.job_dir / name).is_file()
