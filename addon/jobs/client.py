@@ -46,11 +46,45 @@ class LaunchConfig:
         return cmd
 
 
-class BackendClient:
-    def __init__(self, config: LaunchConfig) -> None:
-        self.config = config
+class Inbox:
+    """Messages a reader thread received, taken by the supervisor on Blender's main thread without blocking;
+    the handshake is noted on the way. Shared by the local and the remote client. None ends the stream."""
+
+    def __init__(self) -> None:
         self.handshake: msg.Handshake | None = None
         self._messages: queue.Queue[msg.Message | None] = queue.Queue()
+
+    def messages(self) -> list[msg.Message]:
+        """Everything that has arrived, without waiting."""
+        out: list[msg.Message] = []
+        while True:
+            try:
+                item = self._messages.get_nowait()
+            except queue.Empty:
+                return out
+            if item is not None:
+                self._note(item)
+                out.append(item)
+
+    def wait_message(self, timeout: float) -> msg.Message | None:
+        """Block up to ``timeout`` seconds for one message (background mode only)."""
+        try:
+            item = self._messages.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is not None:
+            self._note(item)
+        return item
+
+    def _note(self, item: msg.Message) -> None:
+        if isinstance(item, msg.Handshake):
+            self.handshake = item
+
+
+class BackendClient(Inbox):
+    def __init__(self, config: LaunchConfig) -> None:
+        super().__init__()
+        self.config = config
         self._proc: subprocess.Popen[bytes] | None = None
         self._write_lock = threading.Lock()
 
@@ -87,29 +121,6 @@ class BackendClient:
     def returncode(self) -> int | None:
         """None while the process runs; its exit status once it has ended."""
         return self._proc.poll() if self._proc else None
-
-    def messages(self) -> list[msg.Message]:
-        """Everything that has arrived, without waiting."""
-        out: list[msg.Message] = []
-        while True:
-            try:
-                item = self._messages.get_nowait()
-            except queue.Empty:
-                return out
-            if item is not None:
-                if isinstance(item, msg.Handshake):
-                    self.handshake = item
-                out.append(item)
-
-    def wait_message(self, timeout: float) -> msg.Message | None:
-        """Block up to ``timeout`` seconds for one message (background mode only)."""
-        try:
-            item = self._messages.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if isinstance(item, msg.Handshake):
-            self.handshake = item
-        return item
 
     def send(self, message: msg.Message) -> None:
         if self._proc is None or self._proc.stdin is None:

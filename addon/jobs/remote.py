@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ...contract import framing, jobfolder, transfer
 from ...contract import messages as msg
+from .client import Inbox
 from .remote_connection import CLIENT_KEY, ConfigError, ConnectError, RemoteConfig, Stream, open_connection
 from .transfers import Aborted, TransferError, Transfers, mb, merge_job_record, plan_upload
 
@@ -35,14 +36,13 @@ WRITE_TIMEOUT = 3.0
 LOST = 1  # returncode() once the connection ended
 
 
-class RemoteClient:
+class RemoteClient(Inbox):
     def __init__(self, config: RemoteConfig) -> None:
         self.config = config
-        self.handshake: msg.Handshake | None = None
+        super().__init__()
         self.fingerprint: str | None = None  # the server certificate's SHA-256, once connected
         self.latency_ms: float | None = None  # the latest Ping round trip
         self.lost_reason: str | None = None  # why the connection ended, when it was not stop()
-        self._messages: queue.Queue[msg.Message] = queue.Queue()  # to the supervisor
         self._inbound: queue.Queue[msg.Message | None] = queue.Queue()  # from the server, for dispatch
         self._outbox: queue.Queue[msg.Message] = queue.Queue()  # to the server, written by the control thread
         # The control thread waits on the socket and on this pair at once, so a queued message goes out at
@@ -79,24 +79,6 @@ class RemoteClient:
         """None while connecting or connected; LOST once the connection ended and its messages were passed on."""
         # Only once the supervisor has taken every message: the last one (why it ended) must not be lost.
         return LOST if self._ended and self._messages.empty() else None
-
-    def messages(self) -> list[msg.Message]:
-        out: list[msg.Message] = []
-        while True:
-            try:
-                item = self._messages.get_nowait()
-            except queue.Empty:
-                return out
-            self._note_handshake(item)
-            out.append(item)
-
-    def wait_message(self, timeout: float) -> msg.Message | None:
-        try:
-            item = self._messages.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        self._note_handshake(item)
-        return item
 
     def send(self, message: msg.Message) -> None:
         """Queue ``message``; a local Submit (naming a local job folder) becomes uploads plus a remote Submit."""
@@ -167,10 +149,6 @@ class RemoteClient:
 
     def _alive(self) -> bool:
         return not self._closing.is_set() and self.lost_reason is None
-
-    def _note_handshake(self, item: msg.Message) -> None:
-        if isinstance(item, msg.Handshake):
-            self.handshake = item
 
     def _event(self, text: str) -> None:
         self._events.append(f"{time.strftime('%H:%M:%S')} {text}")
