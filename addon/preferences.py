@@ -12,7 +12,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 
 from ..contract.addresses import is_loopback
 from . import paths
-from .jobs import known_servers
+from .jobs import known_servers, model_sizes, readiness, torch_choice
 from .jobs.remote_connection import ConfigError, parse_address
 
 ENV_PYTHON = "SCENE_DIFFUSION_BACKEND_PYTHON"
@@ -46,6 +46,9 @@ class SceneDiffusionPreferences(bpy.types.AddonPreferences):
         name="Device", default="auto",
         items=[("auto", "Automatic", "CUDA, then Apple MPS, then CPU"), ("cuda", "CUDA", ""),
                ("mps", "Apple MPS", ""), ("cpu", "CPU", "")])
+    torch_build: EnumProperty(  # type: ignore[valid-type]
+        name="Torch Build", default=torch_choice.AUTO, items=torch_choice.override_items(),
+        description="Which torch Setup Backend installs; Automatic detects the GPU")
     precision: EnumProperty(  # type: ignore[valid-type]
         name="Precision", default="auto",
         items=[("auto", "Automatic", "Half precision on GPUs, full on CPU"), ("fp16", "Half (fp16)", ""),
@@ -92,8 +95,11 @@ class SceneDiffusionPreferences(bpy.types.AddonPreferences):
             col.label(text=f"{ENV_PYTHON} overrides the interpreter: {os.environ[ENV_PYTHON]}", icon="INFO")
         col.prop(self, "backend_python")
         row = col.row()
-        row.operator("scene_diffusion.setup_backend", icon="CONSOLE")
-        row.enabled = bpy.app.online_access
+        sub = row.row()
+        sub.operator("scene_diffusion.setup_backend", icon="CONSOLE")
+        sub.enabled = bpy.app.online_access
+        row.prop(self, "torch_build", text="")
+        draw_torch_choice(self, col)
         if not bpy.app.online_access:
             col.label(text="Setup needs online access (Preferences > System > Network)", icon="ERROR")
         if os.environ.get(ENV_MODELS):
@@ -106,6 +112,23 @@ class SceneDiffusionPreferences(bpy.types.AddonPreferences):
         row.prop(self, "precision")
         col.prop(self, "job_retention")
         col.prop(self, "handshake_timeout")
+
+
+def draw_torch_choice(prefs: SceneDiffusionPreferences, col: bpy.types.UILayout) -> None:
+    """What Automatic found (and, with an override, what gets installed instead)."""
+    found = torch_choice.automatic()
+    box = col.column(align=True)
+    if found is None:
+        box.label(text="Automatic: checking the GPU…", icon="TIME")
+        return
+    box.label(text=f"Automatic: {found.reason}", icon="INFO")
+    chosen = torch_choice.automatic(prefs.torch_build)
+    if chosen is not None and prefs.torch_build != torch_choice.AUTO:
+        box.label(text=f"Setup installs: {chosen.reason}")
+    if chosen is not None and chosen.warning:
+        warn = box.row()
+        warn.alert = True
+        warn.label(text=chosen.warning, icon="ERROR")
 
 
 def draw_remote(prefs: SceneDiffusionPreferences, col: bpy.types.UILayout) -> None:
@@ -192,6 +215,23 @@ def backend_python() -> str:
 def models_registry() -> str | None:
     chosen = os.environ.get(ENV_MODELS) or bpy.path.abspath(get().models_registry)
     return chosen or None
+
+
+def torch_build() -> torch_choice.TorchChoice:
+    """What Setup Backend installs: the preference's override, or what this computer's GPU asks for."""
+    found = torch_choice.automatic(get().torch_build, wait=True)
+    assert found is not None  # wait=True always decides
+    return found
+
+
+def readiness_now() -> readiness.Readiness:
+    """The Backend panel's readiness lines, recomputed at most every few seconds or on a settings change."""
+    prefs = get()
+    python = backend_python()
+    managed = python == str(paths.venv_python(paths.managed_venv()))
+    return readiness.cache.get(readiness.Inputs(
+        python, managed, models_registry(), prefs.device, torch_choice.automatic(prefs.torch_build),
+        str(model_sizes.hub_cache())))
 
 
 classes = (SceneDiffusionPreferences,)

@@ -108,8 +108,13 @@ def serve(device: str = "auto", precision: str = "auto", registry: str | None = 
         code = getattr(exc, "code", messages.INVALID_PARAMS)
         server.send(messages.Error(None, code, str(exc), getattr(exc, "hint", "")))
         return 2
+    from backend.diffusion.gpu_check import handshake_warnings
+
+    warnings = handshake_warnings(engine.device, device)
+    for warning in warnings:
+        log.warning("%s", warning)
     server.send(messages.Handshake(messages.PROTOCOL_VERSION, __version__, engine.device,
-                                   engine.dtype, engine.versions, os.getpid()))
+                                   engine.dtype, engine.versions, os.getpid(), warnings))
     server.scheduler.start()
     server.read(sys.stdin.buffer)
     # Shutdown request or EOF (the add-on went away): stop the running job at its next step.

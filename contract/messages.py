@@ -141,12 +141,16 @@ class Download:
 
 @dataclass(frozen=True)
 class Handshake:
+    """``warnings``: what the artist should know about the device, e.g. a GPU the backend's torch cannot use
+    (added after protocol 2 without a bump: older peers ignore it, and a line without it decodes as none)."""
+
     protocol: int
     backend_version: str
     device: str
     dtype: str
     versions: dict[str, str] = field(default_factory=dict)
     pid: int = 0
+    warnings: list[str] = field(default_factory=list)
     type: str = "handshake"
 
 

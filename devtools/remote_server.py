@@ -12,10 +12,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
+
+from devtools.backend_python import backend_python
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
@@ -32,7 +33,7 @@ class RemoteServer:
         self.folder = folder
         self.root = folder / "root"
         self.token_file = token_file or folder / "token"
-        self.command = [sys.executable, "-m", "backend", "serve", "--listen", "127.0.0.1:0",
+        self.command = [backend_python(), "-m", "backend", "serve", "--listen", "127.0.0.1:0",
                         "--token-file", str(self.token_file), "--root", str(self.root),
                         "--registry", str(registry), "--device", "cpu", *extra]
         self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 from bpy.props import StringProperty
 
 from ..addon import paths, preferences, render_animation
-from ..addon.jobs import known_servers, service, setup
+from ..addon.jobs import known_servers, readiness, service, setup
 from ..addon.jobs.connection_test import ConnectionReport, ConnectionTest
 
 
@@ -100,7 +100,10 @@ class SCENE_DIFFUSION_OT_setup_backend(bpy.types.Operator):
                                    "into a Python yourself and set it as Backend Python")
             return {"CANCELLED"}
         venv = paths.managed_venv()
-        run = setup.SetupRun(venv, paths.venv_python(venv)).start()
+        choice = preferences.torch_build()
+        self.report({"WARNING"} if choice.warning else {"INFO"},
+                    f"Setup Backend: {choice.reason}" + (f" ({choice.warning})" if choice.warning else ""))
+        run = setup.SetupRun(venv, paths.venv_python(venv), choice=choice).start()
         if bpy.app.background:
             return self._finish(run, run.wait())
         self._run = run
@@ -128,8 +131,9 @@ class SCENE_DIFFUSION_OT_setup_backend(bpy.types.Operator):
         return self._finish(run, run.returncode)
 
     def _finish(self, run: setup.SetupRun, code: int | None) -> set[OperatorReturnItems]:
+        readiness.cache.clear()  # the panel's environment line changes now
         if code == 0:
-            self.report({"INFO"}, f"Backend environment ready: {run.python}")
+            self.report({"INFO"}, f"Backend environment ready: {run.python}; torch build: {run.choice.reason}")
             service.shutdown()  # the next job starts the backend from the new environment
             return {"FINISHED"}
         self.report({"ERROR"}, f"Backend setup {run.message}\n{run.tail()}")

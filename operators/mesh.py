@@ -1,4 +1,5 @@
-"""Meshes from images (Shap-E in the backend) and from other image-to-3D tools' files."""
+"""Meshes from images (Shap-E in the backend job) and from other image-to-3D tools' files (Blender's importers,
+in Blender: no job)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,7 @@ from ..addon.jobs import service
 from ..addon.jobs.supervisor import Job
 from ..addon.overrides import with_overrides
 from ..addon.properties import MeshSettings
-from ..contract.formats import FormatError
-from ..contract.formats.mesh_files import mesh_file_inputs
-from ..contract.tasks import ImportMeshParams, MeshOutputs, MeshParams, ParamError, TaskOutputs
+from ..contract.tasks import MeshOutputs, MeshParams, ParamError, TaskOutputs
 from . import job_report
 
 if TYPE_CHECKING:
@@ -96,11 +95,12 @@ class SCENE_DIFFUSION_OT_image_to_mesh(bpy.types.Operator):
 
 
 class SCENE_DIFFUSION_OT_import_mesh(bpy.types.Operator):
-    """Import a mesh from an image-to-3D tool (GLB, OBJ, PLY), normalised and placed like generated ones"""
+    """Import a mesh from an image-to-3D tool (GLB, glTF, OBJ, PLY) with Blender's own importer, keeping its
+    materials, UVs and textures, normalised to Size and placed at the 3D cursor like generated ones"""
 
     bl_idname = "scene_diffusion.import_mesh"
     bl_label = "Import Generated Mesh"
-    bl_options = {"REGISTER"}
+    bl_options = {"REGISTER", "UNDO"}  # synchronous: no job, so one undo step takes it all back
 
     filepath: bpy.props.StringProperty(subtype="FILE_PATH")  # type: ignore[valid-type]
     filter_glob: bpy.props.StringProperty(default="*.glb;*.gltf;*.obj;*.ply", options={"HIDDEN"})  # type: ignore[valid-type]
@@ -110,25 +110,18 @@ class SCENE_DIFFUSION_OT_import_mesh(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        from ..addon.scene_import import external_mesh  # numpy: imported when used, not at register()
+
         scene: Any = context.scene
         settings = scene.scene_diffusion.mesh
         path = Path(bpy.path.abspath(self.filepath or settings.import_path))
-        if not path.is_file():
-            self.report({"ERROR"}, f"No such file: {path}")
-            return {"CANCELLED"}
         try:
-            inputs = mesh_file_inputs(path)  # the file, and a glTF's buffers
-            params = ImportMeshParams(source=inputs[0][1], name=path.name)
-            job_dir = service.job_folder_with(params.task, inputs)
-        except FormatError as exc:
+            imported = external_mesh.import_external_mesh(path, settings.target_size, tuple(scene.cursor.location))
+        except external_mesh.ExternalMeshError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        except OSError as exc:
-            self.report({"ERROR"}, f"Cannot copy {path.name} into the job folder: {exc}")
-            return {"CANCELLED"}
-        location = tuple(scene.cursor.location)
-        job = service.submit(params, on_result=_importer(settings, path.stem, location), job_dir=job_dir)
-        return job_report.finish(self, job)
+        self.report({"INFO"}, imported.summary())
+        return {"FINISHED"}
 
 
 classes = (SCENE_DIFFUSION_OT_image_to_mesh, SCENE_DIFFUSION_OT_import_mesh)

@@ -1,11 +1,12 @@
-"""3D View > Sidebar > Diffusion > Backend: process or server status, device, last error, folders."""
+"""3D View > Sidebar > Diffusion > Backend: process or server status, device, last error, folders; before the
+first job, whether the environment is ready, the device it will use and the models' sizes."""
 
 from __future__ import annotations
 
 import bpy
 
 from ..addon import paths, preferences
-from ..addon.jobs import known_servers, service
+from ..addon.jobs import known_servers, model_sizes, service
 
 
 class SCENE_DIFFUSION_PT_backend(bpy.types.Panel):
@@ -28,10 +29,28 @@ class SCENE_DIFFUSION_PT_backend(bpy.types.Panel):
                 col.label(text=f"Key {known_servers.display(fingerprint)[:31]}…")
         col.label(text=f"Status: {sup.state}", icon="LINKED" if sup.state == "ready" else "UNLINKED")
         hs = sup.handshake
+        ready = None if address else preferences.readiness_now()
+        if ready is not None:
+            env = ready.env
+            if env.ready:
+                col.label(text=env.summary, icon="CHECKMARK")
+            else:  # None: a Python of the artist's own, judged when the backend starts
+                col.label(text=env.summary, icon="ERROR" if env.ready is False else "QUESTION")
+            if env.hint and not env.ready:
+                col.label(text=env.hint)
         if hs is not None:
             col.label(text=f"Device: {hs.device} ({hs.dtype})")
             col.label(text=f"Backend {hs.backend_version}, torch {hs.versions.get('torch', '?')}, "
                            f"diffusers {hs.versions.get('diffusers', '?')}")
+        elif ready is not None:
+            col.label(text=f"Device: {ready.device}")
+        if hs is not None and hs.warnings:
+            warn = layout.column(align=True)
+            warn.alert = True
+            for line in hs.warnings:
+                warn.label(text=line, icon="ERROR")
+        if ready is not None:
+            _draw_models(layout.box().column(align=True), ready.models)
         if sup.last_error is not None:
             err = layout.column(align=True)
             err.alert = True
@@ -47,6 +66,18 @@ class SCENE_DIFFUSION_PT_backend(bpy.types.Panel):
         row.operator("scene_diffusion.restart_backend", icon="FILE_REFRESH")
         row.operator("scene_diffusion.free_memory", icon="TRASH")
         row.operator("scene_diffusion.open_job_folder", icon="FILE_FOLDER", text="Job Folder")
+
+
+def _draw_models(box: bpy.types.UILayout, report: model_sizes.ModelsReport) -> None:
+    if report.problem:
+        box.alert = True
+        box.label(text=report.problem, icon="ERROR")
+        return
+    missing = f", {report.missing} to download" if report.missing else ""
+    box.label(text=f"Models: {model_sizes.human_size(report.on_disk)} on disk{missing}", icon="FILE_3D")
+    for model in report.models:
+        box.label(text=model_sizes.describe(model),
+                  icon="CHECKMARK" if model.status == model_sizes.ON_DISK else "IMPORT")
 
 
 classes = (SCENE_DIFFUSION_PT_backend,)

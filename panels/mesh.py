@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from ..contract.tasks import ImportMeshParams, MeshParams
+from ..contract.tasks import MeshParams
 from .job_status import draw_job, draw_seed, latest_job
 
 
@@ -43,7 +43,7 @@ class SCENE_DIFFUSION_PT_mesh(bpy.types.Panel):
         sub.prop(settings, "texture_size", text="")
         layout.operator("scene_diffusion.image_to_mesh", icon="MESH_MONKEY")
         layout.operator("scene_diffusion.import_mesh", icon="IMPORT")
-        draw_job(layout, latest_job(MeshParams, ImportMeshParams))
+        draw_job(layout, latest_job(MeshParams))
 
 
 classes = (SCENE_DIFFUSION_PT_mesh,)

@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `backend` and `devtools` import as top-level packages
     sys.path.insert(0, str(ROOT))
 
+from devtools.backend_python import backend_python  # noqa: E402  (needs ROOT on sys.path)
+
 # Nothing downloads from a hub in tests. Set at import time so that it is in place before
 # huggingface_hub, diffusers or transformers read it, and inherited by subprocesses.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -56,7 +58,7 @@ def tiny_models() -> Path:
     folder = ROOT / ".cache" / "tiny-models" / _backend_version()
     if not _has_roles(folder / "registry.json", TINY_MODEL_ROLES):
         folder.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "backend", "models", "make-tiny", str(folder)]
+        command = [backend_python(), "-m", "backend", "models", "make-tiny", str(folder)]
         try:
             proc = subprocess.run(
                 command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},

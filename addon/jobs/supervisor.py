@@ -217,6 +217,8 @@ class Supervisor:
                     f"backend speaks protocol {message.protocol}, the add-on speaks {msg.PROTOCOL_VERSION}",
                     "update the add-on and its backend together (restart Blender after updating)"))
                 return
+            for warning in message.warnings:  # also shown in the Backend panel
+                print(f"Scene Diffusion backend: {warning}")
             self._attach_detached()
             self._send_pending()
             return

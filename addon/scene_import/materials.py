@@ -36,6 +36,7 @@ def texture_material(name: str, image: bpy.types.Image) -> bpy.types.Material:
     tex.image = image
     tex.location = (bsdf.location.x - 400, bsdf.location.y)
     links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    nodes.active = tex  # what Solid view's Texture colour and Texture Paint show
     return material
 
 

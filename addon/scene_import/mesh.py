@@ -136,4 +136,10 @@ def import_mesh(npz_path: Path, name: str, target_size: float, location: tuple[f
         obj.data.materials.append(vertex_color_material(mesh.name))
         if bake_size:
             texture = bake_vertex_colors(obj, bake_size).name
+    # The new object is what the artist works on next, as after Add > Mesh (the GUI tier showed it unselected).
+    view_layer: Any = bpy.context.view_layer
+    for other in view_layer.objects:
+        other.select_set(False)
+    obj.select_set(True)  # after the loop: a just-linked object may not be in view_layer.objects yet (bpy 5.0)
+    view_layer.objects.active = obj
     return MeshImported(obj.name, len(mesh.vertices), len(mesh.polygons), texture)

@@ -76,6 +76,9 @@ def wire_projection(material: bpy.types.Material, image: bpy.types.Image, uv_map
     uv.uv_map = uv_map
     links.new(uv.outputs["UV"], tex.inputs["Vector"])
     links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    # The active image node is what Solid view's Texture colour and Texture Paint show: the projection, not an
+    # older texture still in the material (found by the GUI tier, where the cube kept showing its old one).
+    nodes.active = tex
 
 
 def projection_material(obj: bpy.types.Object, image: bpy.types.Image, uv_map: str, new_material: bool,

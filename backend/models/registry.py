@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from backend.models.families import (
     weights_problem,
 )
 from contract import messages
+from contract.model_sources import is_repo_id, resolve_source
 
 REGISTRY_FORMAT = 1
 REGISTRY_FILE = "registry.json"
@@ -37,7 +37,6 @@ ENV_REGISTRY = "SCENE_DIFFUSION_MODELS"
 MAKE_TINY = "python -m backend models make-tiny DIR"
 
 # "owner/name": what a Hugging Face repo id looks like (anything else is a folder).
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 # --- registry --------------------------------------------------------------------------
@@ -162,26 +161,12 @@ def _parse_model(name: str, entry: Any, base: Path, bad: Any) -> ModelSpec:
     if family not in FAMILIES:
         raise bad(f"model '{name}' has family {family!r}; expected one of {', '.join(FAMILIES)}")
     kind = entry.get("kind", "text_to_image")
-    return ModelSpec(name=name, source=_resolve_source(entry["source"], base), family=family,
+    return ModelSpec(name=name, source=resolve_source(entry["source"], base), family=family,
                      kind=str(kind), tiny=bool(entry.get("tiny", False)))
 
 
-def _resolve_source(source: str, base: Path) -> str:
-    """Repo ids stay as they are; folders become absolute, relative ones to the file's folder.
-
-    A source is a folder when it is absolute, starts with ``.`` or ``~``, does not look like
-    ``owner/name``, or exists relative to the registry file's folder.
-    """
-    expanded = Path(source).expanduser()
-    if expanded.is_absolute():
-        return str(expanded)
-    if _REPO_ID.match(source) and not (base / source).exists():
-        return source
-    return str((base / source).resolve())
-
-
 def is_local_source(spec: ModelSpec) -> bool:
-    return not _REPO_ID.match(spec.source)
+    return not is_repo_id(spec.source)
 
 
 # --- locating --------------------------------------------------------------------------

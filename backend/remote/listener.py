@@ -81,6 +81,11 @@ def serve_network(options: NetworkOptions) -> int:
     except Exception as exc:  # noqa: BLE001 - a bad device or registry is a message, not a trace
         return _fail(f"{exc}\n{getattr(exc, 'hint', '')}".strip())
 
+    from backend.diffusion.gpu_check import handshake_warnings
+
+    warnings = handshake_warnings(engine.device, options.device)
+    for warning in warnings:
+        log.warning("%s", warning)
     store = ContentStore(root / "store", options.max_upload_mb * 1024 * 1024)
     folders = JobFolders(root / "jobs", store, options.keep_jobs)
     folders.root.mkdir(parents=True, exist_ok=True)
@@ -103,7 +108,7 @@ def serve_network(options: NetworkOptions) -> int:
     shown = address.show(host, port)
     shared = Shared(token, scheduler, folders, store,
                     messages.Handshake(messages.PROTOCOL_VERSION, __version__, engine.device, engine.dtype,
-                                       engine.versions, os.getpid()),
+                                       engine.versions, os.getpid(), warnings),
                     server_context(certificate) if certificate else None)
     _banner(shown, token_file, certificate.fingerprint if certificate else None)
 

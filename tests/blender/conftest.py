@@ -12,7 +12,6 @@ import atexit
 import importlib
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from types import ModuleType
 import pytest
 
 from devtools import extension
+from devtools.backend_python import backend_python
 
 # Must happen before `import bpy`: Blender reads its user paths once, at module start-up.
 BLENDER_USER_DIR = Path(tempfile.mkdtemp(prefix="scene_diffusion_blender_user_")).resolve()
@@ -63,9 +63,10 @@ def _shutdown_backend(module: ModuleType) -> None:
 def addon(extension_zip: Path, tiny_models: Path) -> Iterator[ModuleType]:
     """The add-on installed into the temporary user repository and enabled; yields its module.
 
-    The backend it starts runs on this interpreter and loads the tiny models.
+    The backend it starts runs on :func:`devtools.backend_python.backend_python` (this interpreter unless
+    SCENE_DIFFUSION_TEST_BACKEND_PYTHON names another) and loads the tiny models.
     """
-    os.environ["SCENE_DIFFUSION_BACKEND_PYTHON"] = sys.executable
+    os.environ["SCENE_DIFFUSION_BACKEND_PYTHON"] = backend_python()
     os.environ["SCENE_DIFFUSION_MODELS"] = str(tiny_models)
     module_name = extension.install(extension_zip)
     module = importlib.import_module(module_name)

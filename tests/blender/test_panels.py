@@ -105,6 +105,46 @@ def test_backend_panel_and_preferences_draw(addon, clean_scene):
     assert any(c[0] == "operator" and c[1][0] == "scene_diffusion.setup_backend" for c in calls)
 
 
+def _labels(calls: list) -> list[str]:
+    return [c[2].get("text", "") for c in calls if c[0] == "label"]
+
+
+def test_backend_panel_says_what_is_ready_before_the_first_job(addon, clean_scene, monkeypatch):
+    sup = addon.addon.jobs.service.supervisor()
+    monkeypatch.setattr(type(sup), "handshake", property(lambda self: None))  # no backend has answered yet
+    addon.addon.jobs.readiness.cache.clear()
+    calls = _draw(addon.panels.backend.SCENE_DIFFUSION_PT_backend.draw, bpy.context)
+    labels = _labels(calls)
+    # The test backend Python is this project's venv: torch and diffusers are installed there.
+    assert any(t.startswith("Backend environment ready (torch ") for t in labels), labels
+    assert any(t.startswith("Device: ") for t in labels), labels
+    models = next(t for t in labels if t.startswith("Models: "))
+    assert "on disk" in models and "0 B on disk" not in models  # the tiny models are local folders
+    assert any(t.startswith("text_to_image: ") for t in labels) and any(t.startswith("image_to_3d: ") for t in labels)
+
+
+def test_backend_panel_shows_the_handshake_warnings(addon, clean_scene, monkeypatch):
+    messages = importlib.import_module(f"{addon.__name__}.contract.messages")
+    hello = messages.Handshake(messages.PROTOCOL_VERSION, "0.1.0", "cpu", "fp32", {"torch": "2.13.0+cpu"}, 1,
+                               ["This machine has an NVIDIA GPU but the backend's torch is a CPU-only build"])
+    sup = addon.addon.jobs.service.supervisor()
+    monkeypatch.setattr(type(sup), "handshake", property(lambda self: hello))
+    calls = _draw(addon.panels.backend.SCENE_DIFFUSION_PT_backend.draw, bpy.context)
+    assert ("label", (), {"text": hello.warnings[0], "icon": "ERROR"}) in calls
+    assert "Device: cpu (fp32)" in _labels(calls)
+
+
+def test_preferences_show_the_torch_build_and_what_automatic_found(addon, clean_scene):
+    addon.addon.jobs.torch_choice.automatic(wait=True)  # the GPU probe runs on a thread: let it finish
+    prefs = bpy.context.preferences.addons[addon.__name__].preferences
+    assert prefs.torch_build == "auto"
+    calls = []
+    values = {k: getattr(prefs, k) for k in prefs.bl_rna.properties.keys() if k != "rna_type"}
+    type(prefs).draw(SimpleNamespace(layout=RecordingLayout(calls), bl_rna=prefs.bl_rna, **values), bpy.context)
+    assert any(c[0] == "prop" and c[1][1] == "torch_build" for c in calls)
+    assert any(t.startswith("Automatic: ") and "checking" not in t for t in _labels(calls)), _labels(calls)
+
+
 def test_status_bar_shows_a_running_job(addon, clean_scene):
     sup = addon.addon.jobs.service.supervisor()
     job = _job(addon, "running", step=2, total=8)
@@ -154,3 +194,4 @@ def test_mesh_panel_draws(addon, clean_scene, source):
     operators = {c[1][0] for c in calls if c[0] == "operator"}
     assert operators == {"scene_diffusion.image_to_mesh", "scene_diffusion.import_mesh"}
     assert any(c[0] == ("template_ID" if source == "IMAGE" else "prop") for c in calls)
+

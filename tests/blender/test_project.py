@@ -267,6 +267,8 @@ def test_existing_material_is_kept_re_runs_reuse_and_new_material_replaces(addon
     cube.data.uv_layers.new(name="Second")
     cube.data.uv_layers["Second"].active_render = True
     painted = bpy.data.materials.new("Painted")
+    if painted.node_tree is None:  # Blender 4.x: a script's new material has no nodes (the UI's New button adds them)
+        painted.use_nodes = True
     cube.data.materials.append(painted)
     _camera()
     _select(cube)
@@ -276,6 +278,8 @@ def test_existing_material_is_kept_re_runs_reuse_and_new_material_replaces(addon
     assert cube.active_material == painted and "Cube Projected" not in bpy.data.materials
     image = bpy.data.images["Cube Projected"]
     assert _wiring(painted) == (image, "Second")  # the active render UV map by default
+    # The active image node is what Solid view (Texture colour) and Texture Paint show.
+    assert painted.node_tree.nodes.active.type == "TEX_IMAGE" and painted.node_tree.nodes.active.image == image
 
     images, nodes = len(bpy.data.images), len(painted.node_tree.nodes)
     _settings(image=_image("Other", colour=(0.1, 0.5, 0.9)), uv_map="UVMap")

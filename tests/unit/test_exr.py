@@ -301,6 +301,44 @@ def test_exrheader_lists_our_channels_and_attributes(tmp_path):
         assert f'{key} (type string): "{PROVENANCE[key]}"' in text
 
 
+# --- oiiotool (OpenImageIO's command-line tool) -----------------------------------------------------------------------
+
+
+needs_oiiotool = pytest.mark.skipif(shutil.which("oiiotool") is None,
+                                    reason="oiiotool not on PATH (Debian package 'openimageio-tools')")
+
+
+def _oiiotool_info(path: Path) -> str:
+    return subprocess.run(["oiiotool", "-a", "--info", "-v", str(path)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+@needs_oiiotool
+def test_oiiotool_reads_our_multilayer_file(tmp_path):
+    path = write_exr(tmp_path / "maps.exr", _maps(), half={"albedo"}, compression="piz", attributes=PROVENANCE)
+    text = _oiiotool_info(path)
+    assert "oiio:subimages: 1" in text
+    (listed,) = re.findall(r"channel list: (.*)", text)
+    channels = dict(re.findall(r"([\w.]+) \((half|float)\)", listed))
+    assert channels == {f"{name}.{c}": ("half" if name == "albedo" else "float")
+                        for name in _maps() for c in MAP_CHANNELS[name]}
+    assert 'compression: "piz"' in text
+    for key in ("seed", "model", "steps", "software"):
+        assert f'{key}: "{PROVENANCE[key]}"' in text
+
+
+@needs_oiiotool
+def test_oiiotool_reads_our_multipart_file_one_subimage_per_layer(tmp_path):
+    path = write_exr(tmp_path / "maps.exr", _maps(), multipart=True, attributes=PROVENANCE)
+    text = _oiiotool_info(path)
+    parts = re.findall(r'channel list: (.*)\n(?:.*\n)*?\s+name: "([^"]+)"', text)
+    assert sorted(name for _, name in parts) == sorted(_maps())
+    for listed, name in parts:
+        assert sorted(c.strip() for c in listed.split(",")) == sorted(f"{name}.{c}" for c in MAP_CHANNELS[name])
+    assert f"oiio:subimages: {len(_maps())}" in text
+    assert text.count(f'seed: "{PROVENANCE["seed"]}"') == len(_maps())  # provenance in every part's header
+
+
 # --- 16-bit PNG -----------------------------------------------------------------------------------------------------
 
 
