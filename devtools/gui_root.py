@@ -105,8 +105,9 @@ def build(suite: str) -> Path:
     root = ROOTS / suite
     if (root / STAMP).is_file():
         return root
-    unmount_all(root) if root.exists() else None
-    shutil.rmtree(root, ignore_errors=True)
+    if root.exists():  # an unfinished build: nothing may stay mounted inside before it is deleted
+        unmount_all(root)
+        shutil.rmtree(root)
     if shutil.which("debootstrap") is None:
         _run(["apt-get", "install", "-y", "-q", "debootstrap"])
     root.parent.mkdir(parents=True, exist_ok=True)

@@ -189,7 +189,7 @@ def run_capability(name: str, spec: dict[str, Any]) -> Iterator[float]:
 
 
 def apply_steps(name: str, steps: int) -> None:
-    getattr(bpy.context.scene.scene_diffusion, SETTINGS[name]).steps = steps
+    getattr(bpy.context.scene.scene_diffusion, name).steps = steps  # each capability's settings group
 
 
 def select_only(*objects: Any) -> None:
@@ -253,7 +253,6 @@ def show_render() -> dict[str, Any]:
     return {"image": image.name if image else None, "size": list(image.size) if image else None}
 
 
-SETTINGS = {"texture": "texture", "render": "render", "project": "project", "mesh": "mesh", "pbr": "pbr"}
 SETUPS = {"texture": setup_texture, "render": setup_render, "project": setup_project, "mesh": setup_mesh,
           "pbr": setup_pbr}
 RESULTS: dict[str, Callable[[], Any]] = {
