@@ -11,10 +11,11 @@ from types import ModuleType
 
 def _modules() -> list[ModuleType]:
     """In registration order: preferences and properties before the classes using them."""
-    from .addon import preferences, previews, properties
+    from .addon import model_options, preferences, previews, properties
     from .addon.jobs import service
     from .operators import backend as backend_ops
     from .operators import mesh as mesh_ops
+    from .operators import model_options as model_options_ops
     from .operators import pbr as pbr_ops
     from .operators import project as project_ops
     from .operators import render as render_ops
@@ -27,8 +28,9 @@ def _modules() -> list[ModuleType]:
     from .panels import status_bar
     from .panels import texture as texture_panel
 
-    return [preferences, properties, service, previews, texture_ops, render_ops, pbr_ops, mesh_ops, project_ops,
-            backend_ops, texture_panel, render_panel, pbr_panel, mesh_panel, project_panel, backend_panel, status_bar]
+    return [preferences, model_options, properties, service, previews, texture_ops, render_ops, pbr_ops, mesh_ops,
+            project_ops, backend_ops, model_options_ops, texture_panel, render_panel, pbr_panel, mesh_panel,
+            project_panel, backend_panel, status_bar]
 
 
 def register() -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from ..contract.addresses import is_loopback
 from . import paths
@@ -22,6 +22,26 @@ ENV_REMOTE = "SCENE_DIFFUSION_REMOTE"
 ENV_REMOTE_TOKEN_FILE = "SCENE_DIFFUSION_REMOTE_TOKEN_FILE"
 ENV_REMOTE_INSECURE = "SCENE_DIFFUSION_REMOTE_INSECURE"
 LOCAL, REMOTE = "LOCAL", "REMOTE"
+
+
+VRAM_BUDGETS = [
+    ("auto", "Auto", "Chosen from the GPU's memory"),
+    ("high", "High (16 GB+)", "Everything on the GPU: fastest"),
+    ("12gb", "12 GB", "Some memory savings"),
+    ("8gb", "8 GB", "Models moved to the GPU only while they run; the VAE decodes in tiles"),
+    ("6gb", "6 GB", "The least GPU memory, the slowest"),
+]
+
+
+class CheckpointEntry(bpy.types.PropertyGroup):
+    """One of the artist's own checkpoints: usable by its name in every Model field."""
+
+    name: StringProperty(name="Name", description="The name to type in a Model field")  # type: ignore[valid-type]
+    filepath: StringProperty(  # type: ignore[valid-type]
+        name="File", subtype="FILE_PATH", description="A single-file checkpoint (.safetensors, or .ckpt)")
+    family: EnumProperty(  # type: ignore[valid-type]
+        name="Family", default="auto",
+        items=[("auto", "Automatic", "Read from the file's weights"), ("sd15", "SD 1.5", ""), ("sdxl", "SDXL", "")])
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,13 @@ class SceneDiffusionPreferences(bpy.types.AddonPreferences):
     remote_insecure: BoolProperty(  # type: ignore[valid-type]
         name="Insecure (Loopback Only)", default=False,
         description="Plain TCP without TLS, for a server started with --insecure on this computer")
+    commercial_work: BoolProperty(  # type: ignore[valid-type]
+        name="Commercial Work", default=False,
+        description="Refuse models whose licence forbids commercial use (every job checks its models)")
+    vram_budget: EnumProperty(  # type: ignore[valid-type]
+        name="VRAM Budget", default="auto", items=VRAM_BUDGETS,
+        description="How much GPU memory the backend may use; less is slower")
+    checkpoints: CollectionProperty(type=CheckpointEntry)  # type: ignore[valid-type]
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -89,6 +116,7 @@ class SceneDiffusionPreferences(bpy.types.AddonPreferences):
             col.row().prop(self, "backend", expand=True)
         if is_remote(self.backend):
             draw_remote(self, col)
+            col.prop(self, "commercial_work")
             col.prop(self, "job_retention")
             return
         if os.environ.get(ENV_PYTHON):
@@ -105,13 +133,29 @@ class SceneDiffusionPreferences(bpy.types.AddonPreferences):
         if os.environ.get(ENV_MODELS):
             col.label(text=f"{ENV_MODELS} overrides the registry: {os.environ[ENV_MODELS]}", icon="INFO")
         col.prop(self, "models_registry")
+        draw_checkpoints(self, col.box().column())
         col.prop(self, "allow_download")
         col.prop(self, "allow_unsafe_weights")
         row = col.row()
         row.prop(self, "device")
         row.prop(self, "precision")
+        col.prop(self, "vram_budget")
+        col.prop(self, "commercial_work")
         col.prop(self, "job_retention")
         col.prop(self, "handshake_timeout")
+
+
+def draw_checkpoints(prefs: SceneDiffusionPreferences, col: bpy.types.UILayout) -> None:
+    """The artist's checkpoints: name, file and family per row."""
+    row = col.row()
+    row.label(text="Checkpoints", icon="FILE_3D")
+    row.operator("scene_diffusion.add_checkpoint", text="Add", icon="ADD")
+    for index, entry in enumerate(prefs.checkpoints):
+        row = col.row(align=True)
+        row.prop(entry, "name", text="")
+        row.prop(entry, "filepath", text="")
+        row.prop(entry, "family", text="")
+        row.operator("scene_diffusion.remove_checkpoint", text="", icon="X").index = index
 
 
 def draw_torch_choice(prefs: SceneDiffusionPreferences, col: bpy.types.UILayout) -> None:
@@ -234,4 +278,4 @@ def readiness_now() -> readiness.Readiness:
         str(model_sizes.hub_cache())))
 
 
-classes = (SceneDiffusionPreferences,)
+classes = (CheckpointEntry, SceneDiffusionPreferences)

@@ -24,6 +24,7 @@ from ..contract.tasks import (
     RenderParams,
     TextureParams,
 )
+from .model_options import ModelOptionsSettings, commercial, model_search
 
 HEIGHT_MODE_ITEMS = [
     ("BUMP", "Bump", "Height drives a Bump node: shading only, any render engine"),
@@ -49,7 +50,9 @@ class TextureSettings(bpy.types.PropertyGroup):
     seamless_x: BoolProperty(name="Seamless X", default=True, description="Tile horizontally")  # type: ignore[valid-type]
     seamless_y: BoolProperty(name="Seamless Y", default=True, description="Tile vertically")  # type: ignore[valid-type]
     model: StringProperty(  # type: ignore[valid-type]
-        name="Model", description="Registry model name; empty: the registry's text-to-image model")
+        name="Model", description="Registry model name; empty: the registry's text-to-image model",
+        search=model_search, search_options={"SUGGESTION", "SORT"})
+    options: PointerProperty(type=ModelOptionsSettings)  # type: ignore[valid-type]
     assign_material: BoolProperty(  # type: ignore[valid-type]
         name="Assign Material", default=True,
         description="Put the texture in a material on the selected mesh objects")
@@ -64,7 +67,7 @@ class TextureSettings(bpy.types.PropertyGroup):
             prompt=self.prompt, negative_prompt=self.negative_prompt,
             seed=-1 if self.random_seed else self.seed, steps=self.steps, guidance=self.guidance,
             width=self.width, height=self.height, seamless_x=self.seamless_x,
-            seamless_y=self.seamless_y, model=self.model.strip(), pbr=self.pbr)
+            seamless_y=self.seamless_y, model=self.model.strip(), pbr=self.pbr, **self.options.param_fields())
 
 
 class PbrSettings(bpy.types.PropertyGroup):
@@ -96,7 +99,7 @@ class PbrSettings(bpy.types.PropertyGroup):
                          detail_radius=self.detail_radius, invert_height=self.invert_height,
                          roughness_base=self.roughness_base, roughness_contrast=self.roughness_contrast,
                          ao_radius=self.ao_radius, ao_strength=self.ao_strength, seamless=self.seamless,
-                         steps=self.steps, attributes=attributes)
+                         steps=self.steps, attributes=attributes, commercial=commercial())
 
 
 class ExportSettings(bpy.types.PropertyGroup):
@@ -165,7 +168,10 @@ class RenderSettings(bpy.types.PropertyGroup):
     img2img: BoolProperty(  # type: ignore[valid-type]
         name="Start from Render", default=False, description="Start from the Combined pass instead of noise")
     strength: FloatProperty(name="Strength", default=0.75, min=0.01, max=1.0, subtype="FACTOR")  # type: ignore[valid-type]
-    model: StringProperty(name="Model", description="Base model (registry name); empty: text_to_image")  # type: ignore[valid-type]
+    model: StringProperty(  # type: ignore[valid-type]
+        name="Model", description="Base model (registry name); empty: text_to_image",
+        search=model_search, search_options={"SUGGESTION", "SORT"})
+    options: PointerProperty(type=ModelOptionsSettings)  # type: ignore[valid-type]
     engine: EnumProperty(  # type: ignore[valid-type]
         name="Pass Engine", default="CYCLES",
         items=[("CYCLES", "Cycles", "Exact depth and normals; 1 sample is enough for the passes"),
@@ -195,7 +201,7 @@ class RenderSettings(bpy.types.PropertyGroup):
             prompt=self.prompt, controls=controls, negative_prompt=self.negative_prompt,
             seed=-1 if self.random_seed else self.seed, steps=self.steps, guidance=self.guidance,
             width=width, height=height, canny_low=self.canny_low, canny_high=self.canny_high,
-            img2img=self.img2img, strength=self.strength, model=self.model.strip())
+            img2img=self.img2img, strength=self.strength, model=self.model.strip(), **self.options.param_fields())
 
 
 class MeshSettings(bpy.types.PropertyGroup):
@@ -293,7 +299,10 @@ class ProjectSettings(bpy.types.PropertyGroup):
     sequential: BoolProperty(  # type: ignore[valid-type]
         name="Sequential", default=True,
         description="Each view continues from what earlier views baked, so overlaps agree; off: independent views")
-    model: StringProperty(name="Model", description="Base model (registry name); empty: text_to_image")  # type: ignore[valid-type]
+    model: StringProperty(  # type: ignore[valid-type]
+        name="Model", description="Base model (registry name); empty: text_to_image",
+        search=model_search, search_options={"SUGGESTION", "SORT"})
+    options: PointerProperty(type=ModelOptionsSettings)  # type: ignore[valid-type]
 
     def to_image_params(self, meshes: list[str]) -> ProjectImageParams:
         """Validated (task "project_image"); raises contract ParamError with a readable message."""
@@ -307,7 +316,7 @@ class ProjectSettings(bpy.types.PropertyGroup):
             seed=-1 if self.random_seed else self.seed, steps=self.steps, guidance=self.guidance,
             width=self.width, height=self.height, model=self.model.strip(), depth_weight=self.depth_weight,
             normal_weight=self.normal_weight, sequential=self.sequential, size=self.texture_size,
-            blend_exponent=self.blend_exponent, padding=self.padding)
+            blend_exponent=self.blend_exponent, padding=self.padding, **self.options.param_fields())
 
 
 class SceneDiffusionSettings(bpy.types.PropertyGroup):

@@ -16,6 +16,7 @@ from ..contract.jobfolder import atomic_copy
 from ..contract.tasks import RenderOutputs, RenderParams, TaskOutputs
 from .jobs import service
 from .jobs.supervisor import CANCELLED, DONE, Job, JobError
+from .model_options import OptionFiles
 from .scene_export import passes
 from .scene_import import render as render_result
 
@@ -31,6 +32,7 @@ class RenderSequence:
     engine: str = "CYCLES"
     samples: int = 1
     seed_per_frame: bool = False
+    files: OptionFiles = field(default_factory=OptionFiles)  # LoRAs and reference, the same for every frame
     done: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     job: Job | None = None
@@ -82,7 +84,8 @@ class RenderSequence:
         try:
             passes.render_passes(scene, job_dir / "inputs", params.width, params.height,
                                  self.engine, self.samples, frame=frame)
-        except passes.PassRenderError as exc:
+            self.files.write(job_dir)
+        except (passes.PassRenderError, OSError, ValueError) as exc:
             service.discard_job_folder(job_dir)
             self.error = JobError(str(exc))
             return

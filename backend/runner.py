@@ -11,8 +11,9 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backend import __version__
 from backend.diffusion.device import is_out_of_memory
@@ -22,6 +23,9 @@ from backend.tasks import get_task
 from backend.tasks.context import JobContext
 from contract import jobfolder, messages
 from contract.tasks import TASKS, ParamError, params_for
+
+if TYPE_CHECKING:
+    from backend.diffusion.memory import MemoryPlan
 
 log = logging.getLogger("backend")
 
@@ -37,6 +41,12 @@ class Engine:
     device: str
     dtype: str
     versions: dict[str, str]
+    memory: MemoryPlan | None = None  # the VRAM mode pipelines load in (None: plain, as before budgets)
+    warnings: list[str] = field(default_factory=list)  # for the handshake: checkpoints left out, ...
+
+    @property
+    def memory_label(self) -> str:
+        return self.memory.mode_label if self.memory is not None else ""
 
 
 def run_job(engine: Engine, submit: messages.Submit, send: Send,
@@ -90,10 +100,13 @@ def _run(engine: Engine, submit: messages.Submit, job_dir: Path, send: Send,
         log.error("job %s failed:\n%s", submit.id, traceback.format_exc())
         if is_out_of_memory(exc):
             engine.models.release()
+            from backend.diffusion.memory import oom_hint
+
+            advice = oom_hint(engine.memory) if engine.memory is not None else (
+                "lower the width and height, generate fewer images at once, or choose fp16 precision")
             return _fail(job_dir, started, submit.id, messages.OUT_OF_MEMORY,
                          f"out of memory on {engine.device}",
-                         "lower the width and height, generate fewer images at once, "
-                         "or choose fp16 precision; the backend released its models and keeps running")
+                         f"{advice}; the backend released its models and keeps running")
         return _fail(job_dir, started, submit.id, messages.INTERNAL, f"{type(exc).__name__}: {exc}",
                      f"the traceback is in {job_dir / jobfolder.LOG_FILE}")
     finally:
@@ -119,12 +132,18 @@ def _fail(job_dir: Path, started: float, job_id: str, code: str, message: str,
 
 
 def make_engine(device: str = "auto", precision: str = "auto", registry: str | None = None,
-                allow_download: bool = False, allow_unsafe: bool = False) -> Engine:
-    """Pick the device, read the registry; loads no weights yet."""
+                allow_download: bool = False, allow_unsafe: bool = False, vram_budget: str = "auto",
+                user_models: str | None = None) -> Engine:
+    """Pick the device and its memory mode, read the registry (plus the artist's checkpoints); loads no weights."""
     from backend.diffusion.device import dtype_name, library_versions, pick_device, pick_dtype
+    from backend.diffusion.memory import plan_memory, total_vram
     from backend.models import load_registry
+    from backend.models.user_models import merge_user_models
 
     dev = pick_device(device)
     dtype = pick_dtype(dev, precision)
-    return Engine(load_registry(registry), PipelineCache(dev, dtype, allow_download, allow_unsafe),
-                  dev, dtype_name(dtype), library_versions())
+    plan = plan_memory(vram_budget, dev, total_vram(dev))
+    models, warnings = merge_user_models(load_registry(registry), user_models)
+    cache = PipelineCache(dev, dtype, allow_download, allow_unsafe)
+    cache.memory_plan = plan
+    return Engine(models, cache, dev, dtype_name(dtype), library_versions(), plan, warnings)

@@ -92,13 +92,15 @@ def _protocol_stream() -> IO[str]:
 
 
 def serve(device: str = "auto", precision: str = "auto", registry: str | None = None,
-          allow_download: bool = False, allow_unsafe: bool = False) -> int:
+          allow_download: bool = False, allow_unsafe: bool = False, vram_budget: str = "auto",
+          user_models: str | None = None) -> int:
     out = _protocol_stream()
     server = Server(out)
     try:
         from backend.runner import make_engine
 
-        engine = server.scheduler.engine = make_engine(device, precision, registry, allow_download, allow_unsafe)
+        engine = server.scheduler.engine = make_engine(device, precision, registry, allow_download, allow_unsafe,
+                                                       vram_budget, user_models)
     except ImportError as exc:
         server.send(messages.Error(None, messages.DEPENDENCY, f"the backend cannot import {exc.name}: {exc}",
                                    "run Setup Backend in the add-on preferences, or point "
@@ -110,11 +112,11 @@ def serve(device: str = "auto", precision: str = "auto", registry: str | None = 
         return 2
     from backend.diffusion.gpu_check import handshake_warnings
 
-    warnings = handshake_warnings(engine.device, device)
+    warnings = handshake_warnings(engine.device, device) + engine.warnings
     for warning in warnings:
         log.warning("%s", warning)
     server.send(messages.Handshake(messages.PROTOCOL_VERSION, __version__, engine.device,
-                                   engine.dtype, engine.versions, os.getpid(), warnings))
+                                   engine.dtype, engine.versions, os.getpid(), warnings, engine.memory_label))
     server.scheduler.start()
     server.read(sys.stdin.buffer)
     # Shutdown request or EOF (the add-on went away): stop the running job at its next step.

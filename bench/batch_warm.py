@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from backend import __version__  # noqa: E402
 from devtools import extension  # noqa: E402
+from devtools.tiny_models import tiny_folder  # noqa: E402
 
 
 def build_scene(bpy, index: int) -> None:  # type: ignore[no-untyped-def]
@@ -49,7 +50,7 @@ def main() -> int:
 
     registry = os.environ.get("SCENE_DIFFUSION_MODELS")
     if not registry:
-        registry = str(ROOT / ".cache" / "tiny-models" / __version__)
+        registry = str(tiny_folder(ROOT, __version__))
         if not (Path(registry) / "registry.json").is_file():
             subprocess.run([sys.executable, "-m", "backend", "models", "make-tiny", registry], cwd=ROOT, check=True)
     os.environ.update(SCENE_DIFFUSION_MODELS=registry, HF_HUB_OFFLINE="1")

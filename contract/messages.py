@@ -151,6 +151,7 @@ class Handshake:
     versions: dict[str, str] = field(default_factory=dict)
     pid: int = 0
     warnings: list[str] = field(default_factory=list)
+    memory: str = ""  # the VRAM mode in force, e.g. "8 GB: model offload + VAE tiling" (optional, like warnings)
     type: str = "handshake"
 
 
@@ -291,6 +292,7 @@ UNKNOWN_TASK = "unknown_task"
 INVALID_PARAMS = "invalid_params"
 MODEL_MISSING = "model_missing"
 MODEL_FAMILY = "model_family"
+MODEL_LICENCE = "model_licence"  # a model whose stated licence forbids what the job is for (commercial work)
 OUT_OF_MEMORY = "out_of_memory"
 DEPENDENCY = "dependency"
 INTERNAL = "internal"

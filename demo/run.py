@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 
 from backend import __version__  # noqa: E402
 from devtools import extension  # noqa: E402
+from devtools.tiny_models import tiny_folder  # noqa: E402
 
 OUT = Path(os.environ.get("SCENE_DIFFUSION_DEMO_OUT", ROOT / "demo_output"))
 PROMPT = "weathered terracotta roof tiles, seamless texture, top-down, photographic"
@@ -44,7 +45,7 @@ def models_registry() -> tuple[str, bool]:
     chosen = os.environ.get("SCENE_DIFFUSION_MODELS")
     if chosen:
         return chosen, False
-    tiny = ROOT / ".cache" / "tiny-models" / __version__
+    tiny = tiny_folder(ROOT, __version__)
     if not (tiny / "registry.json").is_file():
         print(f"no real weights configured: building tiny models in {tiny}", flush=True)
         subprocess.run([sys.executable, "-m", "backend", "models", "make-tiny", str(tiny)], cwd=ROOT,
@@ -163,6 +164,12 @@ def main() -> int:
     settings = scene.scene_diffusion.texture
     settings.prompt, settings.width, settings.height, settings.steps = PROMPT, size, size, steps
     settings.random_seed, settings.seed = False, 1234
+    # Model options: a LoRA at 0.8 and a sampler of the artist's choice (tiny models: the tiny LoRA).
+    lora_file = Path(registry) / "loras" / "sd15-style-a.safetensors" if tiny else None
+    if lora_file is not None and lora_file.is_file():
+        entry = settings.options.loras.add()
+        entry.filepath, entry.weight = str(lora_file), 0.8
+    settings.options.scheduler = "euler_a"
     bpy.ops.object.select_all(action="DESELECT")
     ball.select_set(True)
     ground.select_set(True)
@@ -170,6 +177,7 @@ def main() -> int:
     t0 = time.monotonic()
     bpy.ops.scene_diffusion.generate_texture()
     texture_s = time.monotonic() - t0
+    texture_image = next(n.image for n in ball.active_material.node_tree.nodes if n.type == "TEX_IMAGE")
     job = api.service.supervisor().current_job()
     record = json.loads((job.job_dir / "job.json").read_text())
     shutil.copy(job.job_dir / "outputs" / "texture.png", OUT / "texture.png")
@@ -232,6 +240,10 @@ def main() -> int:
     project.texture_size = 256 if tiny else 1024
     project.steps, project.random_seed, project.seed = steps, False, 21
     project.unwrap, project.new_material = True, True
+    # The roof-tile texture as the reference image (IP-Adapter): every view follows its style.
+    if tiny:
+        project.options.reference = texture_image
+        project.options.reference_strength = 0.5
     bpy.ops.object.select_all(action="DESELECT")
     generated.select_set(True)
     bpy.context.view_layer.objects.active = generated
@@ -266,6 +278,10 @@ def main() -> int:
                     "seam_ratio_y": record["info"]["seam_ratio_y"], "seconds": round(texture_s, 2),
                     "material_on": [o.name for o in (ball, ground) if o.active_material]},
         "backend": record["backend"],
+        "model_options": {"loras": record["models"].get("loras", []), "scheduler": record["options"]["scheduler"],
+                          "projection_reference": project_record["request"]["reference"],
+                          "projection_ip_adapter": project_record["models"].get("ip_adapter", {}).get("name", ""),
+                          "projection_scheduler": project_record["options"]["scheduler"]},
         "pbr": {"material": ball.active_material.name, "maps": pbr_maps, "seconds": round(pbr_s, 2),
                 "exported": "maps/ball.exr", "channels": exported.channels,
                 "attributes": {k: exported.attributes[k] for k in ("prompt", "seed", "software")

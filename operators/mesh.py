@@ -12,6 +12,7 @@ import bpy
 
 from ..addon.jobs import service
 from ..addon.jobs.supervisor import Job
+from ..addon.model_options import commercial
 from ..addon.overrides import with_overrides
 from ..addon.properties import MeshSettings
 from ..contract.tasks import MeshOutputs, MeshParams, ParamError, TaskOutputs
@@ -57,7 +58,7 @@ class SCENE_DIFFUSION_OT_image_to_mesh(bpy.types.Operator):
         try:
             params = MeshParams(background=settings.background, tolerance=settings.tolerance, steps=settings.steps,
                                 guidance=settings.guidance, seed=-1 if settings.random_seed else settings.seed,
-                                frame_size=settings.frame_size)
+                                frame_size=settings.frame_size, commercial=commercial())
         except ParamError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

@@ -92,6 +92,7 @@ class SCENE_DIFFUSION_OT_project_texture(bpy.types.Operator):
             meshes, skipped = project.selected_meshes(context, also_fine=cameras_too)
             cameras = project.view_cameras(context, settings.views, settings.view_count)
             params = settings.to_texture_params(mesh_inputs(len(meshes)))
+            files = settings.options.files()
             targets = project.plan_targets(meshes, settings.uv_map.strip(), settings.unwrap)
         except (project.BakeExportError, ParamError) as exc:
             self.report({"ERROR"}, str(exc))
@@ -108,6 +109,7 @@ class SCENE_DIFFUSION_OT_project_texture(bpy.types.Operator):
                 project.export_views(scene, job_dir / "inputs", chosen, params.width, params.height)
 
         try:
+            files.write(job_dir)
             project.export_inputs(context, job_dir, targets, settings.padding, settings.texture_size, render_views)
         except _EXPORT_ERRORS as exc:  # ImageDataError and BakeExportError are ValueErrors
             service.discard_job_folder(job_dir)

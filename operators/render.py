@@ -11,6 +11,7 @@ import bpy
 from ..addon import paths, render_animation
 from ..addon.jobs import service
 from ..addon.jobs.supervisor import Job
+from ..addon.model_options import OptionFiles
 from ..addon.overrides import with_overrides
 from ..addon.properties import RenderSettings
 from ..addon.scene_export import passes
@@ -40,6 +41,7 @@ class SCENE_DIFFUSION_OT_render_controlnet(bpy.types.Operator):
             return {"CANCELLED"}
         try:
             params = settings.to_params(scene)
+            files = settings.options.files()
         except ParamError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -47,12 +49,13 @@ class SCENE_DIFFUSION_OT_render_controlnet(bpy.types.Operator):
             self.report({"ERROR"}, "Workbench renders no normal pass: use Cycles or EEVEE for the normal control")
             return {"CANCELLED"}
         if settings.animation:
-            return self._animation(scene, settings, params)
+            return self._animation(scene, settings, params, files)
         job_dir = service.new_job_folder(params.task)
         try:
             passes.render_passes(scene, job_dir / "inputs", params.width, params.height,
                                  settings.engine, settings.samples)
-        except passes.PassRenderError as exc:
+            files.write(job_dir)
+        except (passes.PassRenderError, OSError, ValueError) as exc:
             service.discard_job_folder(job_dir)
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -64,7 +67,8 @@ class SCENE_DIFFUSION_OT_render_controlnet(bpy.types.Operator):
         job = service.submit(params, on_result=on_result, job_dir=job_dir)
         return job_report.finish(self, job)
 
-    def _animation(self, scene: bpy.types.Scene, settings: Any, params: RenderParams) -> set[OperatorReturnItems]:
+    def _animation(self, scene: bpy.types.Scene, settings: Any, params: RenderParams,
+                   files: OptionFiles) -> set[OperatorReturnItems]:
         if settings.frame_end < settings.frame_start:
             self.report({"ERROR"}, f"the frame range {settings.frame_start}-{settings.frame_end} is empty")
             return {"CANCELLED"}
@@ -81,7 +85,7 @@ class SCENE_DIFFUSION_OT_render_controlnet(bpy.types.Operator):
             params = params.replace(seed=random.randrange(2**31))
         sequence = render_animation.RenderSequence(
             scene.name, list(range(settings.frame_start, settings.frame_end + 1)), folder, params,
-            settings.engine, settings.samples, settings.seed_per_frame).start()
+            settings.engine, settings.samples, settings.seed_per_frame, files=files).start()
         done, total = sequence.progress
         if sequence.error is not None:
             self.report({"ERROR"}, sequence.error.text())

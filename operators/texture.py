@@ -31,13 +31,21 @@ class SCENE_DIFFUSION_OT_generate_texture(bpy.types.Operator):
             return {"CANCELLED"}
         try:
             params = settings.to_params()
+            files = settings.options.files()
         except ParamError as exc:
             self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        job_dir = service.new_job_folder(params.task)
+        try:
+            files.write(job_dir)
+        except (OSError, ValueError) as exc:
+            service.discard_job_folder(job_dir)
+            self.report({"ERROR"}, f"Cannot put the model options' files in the job folder: {exc}")
             return {"CANCELLED"}
         targets = [o.name for o in context.selected_objects if o.type == "MESH"]
         skipped = [o.name for o in context.selected_objects if o.type != "MESH"]
         on_result = texture.applier(params.prompt, targets, settings.assign_material, settings.height_mode)
-        job = service.submit(params, on_result=on_result)
+        job = service.submit(params, on_result=on_result, job_dir=job_dir)
         if skipped:
             self.report({"INFO"}, f"Not meshes, left as they are: {', '.join(skipped)}")
         return job_report.finish(self, job)

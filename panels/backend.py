@@ -42,6 +42,8 @@ class SCENE_DIFFUSION_PT_backend(bpy.types.Panel):
             col.label(text=f"Device: {hs.device} ({hs.dtype})")
             col.label(text=f"Backend {hs.backend_version}, torch {hs.versions.get('torch', '?')}, "
                            f"diffusers {hs.versions.get('diffusers', '?')}")
+            if getattr(hs, "memory", ""):  # older backends send none
+                col.label(text=f"Memory: {hs.memory}")
         elif ready is not None:
             col.label(text=f"Device: {ready.device}")
         if hs is not None and hs.warnings:

@@ -9,6 +9,7 @@ import bpy
 
 from ..contract.tasks import ProjectImageParams, ProjectTextureParams
 from .job_status import draw_job, draw_seed, latest_job
+from .model_options import draw_model_options
 
 
 class SCENE_DIFFUSION_PT_project(bpy.types.Panel):
@@ -62,6 +63,7 @@ class SCENE_DIFFUSION_PT_project(bpy.types.Panel):
         box.prop(settings, "guidance")
         draw_seed(box, settings)
         box.prop(settings, "model", placeholder="registry default")
+        draw_model_options(box, settings.options, "project")
         box.operator("scene_diffusion.project_texture", icon="TEXTURE_DATA")
 
         box = layout.box()

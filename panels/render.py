@@ -7,6 +7,7 @@ import bpy
 from ..addon import render_animation
 from ..contract.tasks import RenderParams
 from .job_status import draw_job, draw_seed, latest_job
+from .model_options import draw_model_options
 
 
 class SCENE_DIFFUSION_PT_render(bpy.types.Panel):
@@ -53,6 +54,7 @@ class SCENE_DIFFUSION_PT_render(bpy.types.Panel):
         layout.prop(settings, "guidance")
         draw_seed(layout, settings)
         layout.prop(settings, "model", placeholder="registry default")
+        draw_model_options(layout, settings.options, "render")
         col = layout.column(align=True)
         col.prop(settings, "engine")
         col.prop(settings, "samples")

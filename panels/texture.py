@@ -6,6 +6,7 @@ import bpy
 
 from ..contract.tasks import TextureParams
 from .job_status import draw_job, draw_seed, latest_job
+from .model_options import draw_model_options
 
 
 class SCENE_DIFFUSION_PT_texture(bpy.types.Panel):
@@ -33,6 +34,7 @@ class SCENE_DIFFUSION_PT_texture(bpy.types.Panel):
         layout.prop(settings, "guidance")
         draw_seed(layout, settings)
         layout.prop(settings, "model", placeholder="registry default")
+        draw_model_options(layout, settings.options, "texture")
         layout.prop(settings, "assign_material")
         row = layout.row(heading="PBR")
         row.prop(settings, "pbr", text="Maps")

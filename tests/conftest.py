@@ -23,10 +23,14 @@ from devtools.backend_python import backend_python  # noqa: E402  (needs ROOT on
 # Nothing downloads from a hub in tests. Set at import time so that it is in place before
 # huggingface_hub, diffusers or transformers read it, and inherited by subprocesses.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Model digests (provenance) are cached per user; the tests' cache stays in the checkout.
+os.environ.setdefault("SCENE_DIFFUSION_CACHE", str(ROOT / ".cache" / "test-user-cache"))
 
 TINY_MODELS_TIMEOUT_S = 1800
+ENV_TINY_DIR = "SCENE_DIFFUSION_TEST_TINY_DIR"
 TINY_MODEL_ROLES = ("text_to_image", "intrinsics", "normals", "controlnet_depth", "controlnet_normal",
-                    "controlnet_canny", "controlnet_depth_sdxl", "controlnet_canny_sdxl", "image_to_3d")
+                    "controlnet_canny", "controlnet_depth_sdxl", "controlnet_canny_sdxl", "image_to_3d",
+                    "ip_adapter", "ip_adapter_sdxl")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -51,11 +55,16 @@ def _has_roles(registry: Path, roles: tuple[str, ...]) -> bool:
 def tiny_models() -> Path:
     """Folder of tiny random-weight pipelines for every role, with its ``registry.json``.
 
-    Built once per backend version by ``python -m backend models make-tiny DIR`` into
-    ``.cache/tiny-models/<version>/`` and reused while its registry.json lists every role
-    (an older build without the newer roles is rebuilt).
+    Built once per backend version and factory source by ``python -m backend models make-tiny DIR`` into
+    ``.cache/tiny-models/<version>-<digest of devtools/tiny_models>/`` and reused while its registry.json lists
+    every role (an interrupted build is rebuilt). $SCENE_DIFFUSION_TEST_TINY_DIR names a folder to use instead.
     """
-    folder = ROOT / ".cache" / "tiny-models" / _backend_version()
+    override = os.environ.get(ENV_TINY_DIR)
+    if override:  # a folder built (or assembled) by hand, used as it is
+        return Path(override).resolve()
+    from devtools.tiny_models import tiny_folder  # standard library only at import
+
+    folder = tiny_folder(ROOT, _backend_version())
     if not _has_roles(folder / "registry.json", TINY_MODEL_ROLES):
         folder.parent.mkdir(parents=True, exist_ok=True)
         command = [backend_python(), "-m", "backend", "models", "make-tiny", str(folder)]

@@ -30,6 +30,10 @@ class LaunchConfig:
     allow_download: bool = False
     allow_unsafe: bool = False
     handshake_timeout: float = 120.0
+    vram_budget: str = "auto"  # auto, high, 12gb, 8gb, 6gb: how the backend trades speed for GPU memory
+    user_models: str | None = None  # the artist's checkpoints as a registry file the backend merges
+    # What that file holds, so a changed list makes a different config (the supervisor restarts on a change).
+    user_model_entries: tuple[tuple[str, str, str], ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def make_client(self) -> BackendClient:
@@ -39,6 +43,10 @@ class LaunchConfig:
         cmd = [self.python, "-m", "backend", "serve", "--device", self.device, "--precision", self.precision]
         if self.registry:
             cmd += ["--registry", self.registry]
+        if self.vram_budget != "auto":  # the backend's default
+            cmd += ["--vram-budget", self.vram_budget]
+        if self.user_models:
+            cmd += ["--user-models", self.user_models]
         if self.allow_download:
             cmd.append("--allow-download")
         if self.allow_unsafe:

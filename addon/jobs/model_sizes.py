@@ -28,6 +28,8 @@ BUILTIN: dict[str, tuple[str, str, str]] = {
     "controlnet_canny": ("controlnet-canny", "lllyasviel/control_v11p_sd15_canny", "sd15"),
     "controlnet_depth_sdxl": ("controlnet-depth-sdxl", "diffusers/controlnet-depth-sdxl-1.0", "sdxl"),
     "controlnet_canny_sdxl": ("controlnet-canny-sdxl", "diffusers/controlnet-canny-sdxl-1.0", "sdxl"),
+    "ip_adapter": ("ip-adapter-sd15", "h94/IP-Adapter", "sd15"),
+    "ip_adapter_sdxl": ("ip-adapter-sdxl", "h94/IP-Adapter", "sdxl"),
 }
 CONTROLS = ("depth", "normal", "canny")
 ON_DISK, TO_DOWNLOAD, PARTIAL, NO_FOLDER, UNDEFINED = "on disk", "to download", "partly downloaded", "no folder", \

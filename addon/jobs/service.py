@@ -7,6 +7,7 @@ job to its end before returning, through the same supervisor code the timer uses
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ import bpy
 from ...contract import jobfolder
 from ...contract.tasks import TaskOutputs, TaskParams
 from .. import paths, preferences, previews
+from . import user_models
 from .client import LaunchConfig
 from .remote import RemoteConfig
 from .supervisor import Applied, Job, Supervisor
@@ -38,12 +40,15 @@ def launch_config() -> LaunchConfig | RemoteConfig:
     if remote is not None:
         return RemoteConfig(address=remote.address, token=remote.token, insecure=remote.insecure,
                             known_servers=paths.known_servers_path())
+    checkpoints = user_models.entries(prefs.checkpoints, bpy.path.abspath)
     return LaunchConfig(
         python=preferences.backend_python(), log_path=paths.log_path(),
         registry=preferences.models_registry(), device=prefs.device, precision=prefs.precision,
         allow_download=prefs.allow_download and bpy.app.online_access,
         allow_unsafe=prefs.allow_unsafe_weights,
-        handshake_timeout=prefs.handshake_timeout)
+        handshake_timeout=prefs.handshake_timeout, vram_budget=prefs.vram_budget,
+        user_models=user_models.write(paths.user_dir() / user_models.FILE_NAME, checkpoints),
+        user_model_entries=checkpoints)
 
 
 def supervisor() -> Supervisor:
@@ -74,6 +79,18 @@ def job_folder_with(task: str, files: Sequence[tuple[Path, str]]) -> Path:
         discard_job_folder(job_dir)
         raise
     return job_dir
+
+
+def place_inputs(job_dir: Path, files: Sequence[tuple[Path, str]]) -> None:
+    """Put each artist's file in ``job_dir`` at its job-relative path: a hard link where the file system allows
+    one (LoRAs weigh hundreds of MB), else a copy. OSError when neither works; the caller discards the folder."""
+    for source, relative in files:
+        target = job_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:  # another drive, FAT, a share without links: copy
+            shutil.copyfile(source, target)
 
 
 def discard_job_folder(job_dir: Path) -> None:

@@ -24,6 +24,7 @@ from backend.cli.tasks import TASK_COMMANDS, add_task_commands, run_task_command
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+VRAM_BUDGETS = ("auto", "high", "12gb", "8gb", "6gb")
 
 
 def _engine_options(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +36,10 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
                         help="download missing models from the Hugging Face hub")
     parser.add_argument("--allow-unsafe", action="store_true",
                         help="also load pickled .bin weights (safetensors only by default)")
+    # backend.diffusion.memory.VRAM_BUDGETS (a test keeps them equal), spelled out so --help needs no torch.
+    parser.add_argument("--vram-budget", choices=VRAM_BUDGETS, default="auto",
+                        help="GPU memory to plan for: auto (by the card), high (all on the GPU), 12gb, 8gb (model "
+                             "offload), 6gb (sequential offload); VAE tiling and attention slicing as needed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="JSON-lines server for the Blender add-on (stdio, or --listen)")
     _engine_options(serve)
+    serve.add_argument("--user-models", metavar="FILE",
+                       help="the add-on's list of the artist's own checkpoints, merged into the registry")
     net = serve.add_argument_group("network", "serve many add-ons over TLS instead of one over stdin/stdout")
     net.add_argument("--listen", metavar="HOST:PORT",
                      help="listen for add-ons on this address; ':8765' is loopback only, "
@@ -80,14 +87,16 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve_network(NetworkOptions(
             args.listen, args.token_file, args.root, args.insecure, args.max_upload_mb, args.keep_jobs,
-            args.orphan_grace, args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe))
+            args.orphan_grace, args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe,
+            args.vram_budget))
     if args.command == "serve":
         if args.insecure or args.root or args.token_file:
             print("error: --root, --token-file and --insecure go with --listen", file=sys.stderr)
             return 2
         from backend.server import serve
 
-        return serve(args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe)
+        return serve(args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe,
+                     args.vram_budget, args.user_models)
     if args.command in TASK_COMMANDS:
         return run_task_command(args)
     return _models(args)

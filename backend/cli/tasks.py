@@ -4,6 +4,7 @@ task's dataclass (``arguments.add_fields``), run in this process with a progress
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import threading
@@ -27,6 +28,7 @@ from contract.tasks import (
     TaskParams,
     TextureParams,
 )
+from contract.tasks.options import ModelOptions, lora_input, reference_input
 from contract.tasks.project import VIEWS_FILE, mesh_inputs
 
 PROJECT_FORMATS = """inputs:
@@ -205,6 +207,65 @@ def _project(cls: type[TaskParams], images: bool) -> Callable[[argparse.Namespac
     return build
 
 
+# -- LoRAs and the reference image (texture, render, project-texture) ------------------------------------------------
+
+def _model_option_inputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
+                        help="a LoRA (.safetensors) with its weight (default 1.0); repeat for several")
+    parser.add_argument("--reference", type=Path, metavar="IMAGE",
+                        help="style/reference image (IP-Adapter), strength from --reference-strength")
+
+
+def parse_lora(text: str) -> tuple[Path, float]:
+    """"style.safetensors:0.8" -> (path, 0.8); a bare path has weight 1 (a Windows drive colon is no weight)."""
+    path, sep, weight = text.rpartition(":")
+    if not sep or not path or "/" in weight or "\\" in weight:
+        return Path(text), 1.0
+    try:
+        return Path(path), float(weight)
+    except ValueError:
+        raise UsageError(f"--lora {text!r}: expected FILE[:WEIGHT], e.g. style.safetensors:0.8") from None
+
+
+def _with_model_options(params: TaskParams, prepare: Prepare | None,
+                        args: argparse.Namespace) -> tuple[TaskParams, Prepare]:
+    pairs: list[tuple[Path, Path]] = []
+    loras = []
+    for index, text in enumerate(args.lora):
+        path, weight = parse_lora(text)
+        _existing(path, "LoRA file")
+        relative = lora_input(index, path.name)
+        loras.append({"file": relative, "weight": weight, "name": path.name})
+        pairs.append((path, Path(relative)))
+    changes: dict[str, Any] = {"loras": loras}
+    if args.reference is not None:
+        source = _existing(args.reference, "reference image")
+        changes["reference"] = reference_input(source.suffix)
+        pairs.append((source, Path(changes["reference"])))
+    placed = _link_or_copy(pairs)
+
+    def both(job_dir: Path) -> None:
+        if prepare is not None:
+            prepare(job_dir)
+        placed(job_dir)
+
+    return params.replace(**changes), both
+
+
+def _link_or_copy(pairs: list[tuple[Path, Path]]) -> Prepare:
+    """Like _copy, but a hard link where the file system allows one: LoRAs are hundreds of megabytes."""
+    def prepare(job_dir: Path) -> None:
+        for source, relative in pairs:
+            target = job_dir / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy(source, target)
+
+    return prepare
+
+
 COMMANDS = {
     "texture": Command(TextureParams, "generate a texture into a job folder", _texture_inputs, _texture),
     "pbr": Command(PbrParams, "derive PBR maps (EXR) from a colour image into a job folder", _pbr_inputs, _pbr,
@@ -232,7 +293,9 @@ def add_task_commands(sub: Any, engine_options: Callable[[argparse.ArgumentParse
                                 aliases=[a for a, target in ALIASES.items() if target == name],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
         command.inputs(parser)
-        add_fields(parser, command.params, skip=command.skip)
+        if issubclass(command.params, ModelOptions):
+            _model_option_inputs(parser)
+        add_fields(parser, command.params, skip=(*command.skip, "reference"))
         parser.add_argument("--out", required=True, type=Path, help="job folder to create")
         engine_options(parser)
 
@@ -241,6 +304,8 @@ def run_task_command(args: argparse.Namespace) -> int:
     command = COMMANDS[ALIASES.get(args.command, args.command)]
     try:
         params, prepare = command.build(args)
+        if isinstance(params, ModelOptions):
+            params, prepare = _with_model_options(params, prepare, args)
     except (UsageError, ParamError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -259,7 +324,8 @@ def run_in_folder(params: TaskParams, args: argparse.Namespace, prepare: Prepare
         job_dir = jobfolder.create_job(args.out.parent, params.task, request, at=args.out)
         if prepare is not None:
             prepare(job_dir)
-        engine = make_engine(args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe)
+        engine = make_engine(args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe,
+                             args.vram_budget)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -45,6 +45,7 @@ from backend.models.families import (
     EXAMPLE_IDS,
     FAMILIES,
     FAMILY_NAMES,
+    IP_ADAPTER_ID,
     KIND_FAMILIES,
     KINDS,
     MARIGOLD_INTRINSICS_ID,
@@ -83,7 +84,7 @@ __all__ = [
     "ModelError",
     # families
     "CONTROLNET_CLASS", "CONTROLNET_IDS", "CONTROLS", "EXAMPLE_IDS", "FAMILIES", "FAMILY_NAMES",
-    "KIND_FAMILIES", "KINDS", "MARIGOLD_INTRINSICS_ID", "MARIGOLD_NORMALS_ID", "MARIGOLD_PIPELINES",
+    "IP_ADAPTER_ID", "KIND_FAMILIES", "KINDS", "MARIGOLD_INTRINSICS_ID", "MARIGOLD_NORMALS_ID", "MARIGOLD_PIPELINES",
     "PIPELINE_CLASSES", "SD2_CROSS_ATTENTION_DIM", "SHAP_E_IMG2IMG_ID", "ModelSpec", "check_family",
     "check_kind", "controlnet_pipeline_class", "controlnet_role", "detect_family", "pipeline_class",
     "weights_problem",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from backend.models.checkpoint import checkpoint_config, load_checkpoint
 from backend.models.errors import ModelError
 from backend.models.families import (
     _ARTICLES,
@@ -31,9 +32,12 @@ from backend.models.families import (
 )
 from backend.models.registry import ENV_REGISTRY, MAKE_TINY, _not_here, is_local_source, locate
 from contract import messages
+from contract.model_sources import is_checkpoint_file
 
 if TYPE_CHECKING:
     import torch
+
+    from backend.diffusion.memory import MemoryPlan
 
 
 def hub_offline() -> bool:
@@ -77,6 +81,7 @@ class PipelineCache:
         self.dtype = dtype
         self.allow_download = allow_download
         self.allow_unsafe = allow_unsafe
+        self.memory_plan: MemoryPlan | None = None  # the VRAM budget's mode (backend.diffusion.memory)
         self._loaded: dict[str, _Loaded] = {}
 
     def text_to_image(self, spec: ModelSpec) -> Any:
@@ -209,6 +214,11 @@ class PipelineCache:
         controlnet = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
         pipeline = cls(**parts, controlnet=controlnet, **options)
         pipeline.set_progress_bar_config(disable=True)
+        if self.memory_plan is not None and self.memory_plan.offloads:
+            from backend.diffusion.memory import apply_memory_plan
+
+            # Offload hooks run per pipeline, in its order of models: the new one (ControlNets too) needs its own.
+            pipeline = apply_memory_plan(pipeline, self.memory_plan, self.device)
         return pipeline
 
     def _cached(self, spec: ModelSpec) -> Any:
@@ -244,6 +254,9 @@ class PipelineCache:
     def _source(self, spec: ModelSpec) -> tuple[str, bool]:
         """(what to hand from_pretrained, whether it is local), family already checked."""
         folder = locate(spec)
+        if folder is not None and is_checkpoint_file(spec.source):
+            checkpoint_config(spec, folder, self.allow_unsafe)  # header, family, config folder: or raise
+            return str(folder), True
         if folder is not None:
             check_family(spec, folder)
             check_kind(spec, folder)
@@ -265,6 +278,9 @@ class PipelineCache:
         return ", and HF_HUB_OFFLINE is set"
 
     def _missing_hint(self, spec: ModelSpec) -> str:
+        if is_checkpoint_file(spec.source):
+            return (f"Put the checkpoint at {spec.source}, fix the source of '{spec.name}' in the registry, or "
+                    f"run `{MAKE_TINY}`.")
         if is_local_source(spec):
             return (f"Create the folder {spec.source} (a diffusers save_pretrained folder), "
                     f"fix the source of '{spec.name}' in the registry, or run `{MAKE_TINY}`.")
@@ -297,6 +313,9 @@ class PipelineCache:
         from backend import models
 
         cls = models.pipeline_class(spec.family, spec.kind)
+        if is_checkpoint_file(source):  # a single file: diffusers' from_single_file, configs from a folder
+            config = checkpoint_config(spec, Path(source), self.allow_unsafe)
+            return self._ready(load_checkpoint(cls, spec, Path(source), config, self.dtype))
         try:
             pipeline = cls.from_pretrained(
                 source,
@@ -309,7 +328,14 @@ class PipelineCache:
             raise ModelError(messages.MODEL_MISSING,
                              f"Cannot load model '{spec.name}' from {source}: {problem or exc}",
                              self._load_hint(problem)) from None
-        pipeline = pipeline.to(self.device)
+        return self._ready(pipeline)
+
+    def _ready(self, pipeline: Any) -> Any:
+        from backend.diffusion.memory import apply_memory_plan
+
+        # On the device, or offloaded / tiled as the VRAM budget says (no plan: all on the device).
+        pipeline = (apply_memory_plan(pipeline, self.memory_plan, self.device) if self.memory_plan is not None
+                    else pipeline.to(self.device))
         if hasattr(pipeline, "set_progress_bar_config"):  # a pipeline, not a ControlNetModel
             pipeline.set_progress_bar_config(disable=True)
         return pipeline

@@ -20,10 +20,11 @@ from contract import messages
 FAMILIES = ("sd15", "sdxl", "marigold", "shap_e")
 FAMILY_NAMES = {"sd15": "SD 1.5", "sdxl": "SDXL", "marigold": "Marigold", "shap_e": "Shap-E"}
 _ARTICLES = {"sd15": "an", "sdxl": "an", "marigold": "a", "shap_e": "a"}  # "an SDXL model", "a Marigold model"
-KINDS = ("text_to_image", "intrinsics", "normals", "controlnet", "image_to_3d")
+KINDS = ("text_to_image", "intrinsics", "normals", "controlnet", "image_to_3d", "ip_adapter")
 # The families a kind can be; kinds not listed here (later ones) are not restricted.
 KIND_FAMILIES = {"text_to_image": ("sd15", "sdxl"), "intrinsics": ("marigold",),
-                 "normals": ("marigold",), "controlnet": ("sd15", "sdxl"), "image_to_3d": ("shap_e",)}
+                 "normals": ("marigold",), "controlnet": ("sd15", "sdxl"), "image_to_3d": ("shap_e",),
+                 "ip_adapter": ("sd15", "sdxl")}
 CONTROLNET_CLASS = "ControlNetModel"  # what a controlnet folder's config.json must name
 # Control (what the image shows) -> registry role, for SD 1.5; SDXL roles add "_sdxl".
 CONTROLS = ("depth", "normal", "canny")
@@ -43,6 +44,7 @@ MARIGOLD_PIPELINES = {"intrinsics": "MarigoldIntrinsicsPipeline",
 MARIGOLD_INTRINSICS_ID = "prs-eth/marigold-iid-appearance-v1-1"  # albedo, roughness, metallicity
 MARIGOLD_NORMALS_ID = "prs-eth/marigold-normals-v1-1"
 SHAP_E_IMG2IMG_ID = "openai/shap-e-img2img"
+IP_ADAPTER_ID = "h94/IP-Adapter"  # both families' adapters and image encoders, in subfolders
 # Kinds served by exactly one diffusers pipeline class (what model_index.json must name), and a
 # model of that class to suggest.
 PIPELINE_CLASSES = {**MARIGOLD_PIPELINES, "image_to_3d": "ShapEImg2ImgPipeline"}
@@ -58,6 +60,13 @@ class ModelSpec:
     family: str  # one of FAMILIES
     kind: str  # one of KINDS ("text_to_image", "intrinsics", "normals"), or a later kind
     tiny: bool = False  # built by make-tiny (random weights)
+    # A single-file checkpoint (source: a .safetensors file): the registry model name or folder holding the
+    # family's diffusers configs its components are built from; empty: found by family (checkpoint.py).
+    config: str = ""
+    licence: str = ""  # as the registry states it (SPDX-like id); empty: read from the model card if any
+    # ip_adapter: the weights file inside source, and the folder of its CLIP image encoder inside source.
+    weight_name: str = ""
+    image_encoder: str = ""
 
 
 def controlnet_role(control: str, family: str) -> str:

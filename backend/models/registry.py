@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.models.checkpoint import checkpoint_row
 from backend.models.errors import ModelError
 from backend.models.families import (
     CONTROLNET_IDS,
     FAMILIES,
+    IP_ADAPTER_ID,
     MARIGOLD_INTRINSICS_ID,
     MARIGOLD_NORMALS_ID,
     SHAP_E_IMG2IMG_ID,
@@ -29,7 +31,7 @@ from backend.models.families import (
     weights_problem,
 )
 from contract import messages
-from contract.model_sources import is_repo_id, resolve_source
+from contract.model_sources import is_checkpoint_file, is_repo_id, resolve_source
 
 REGISTRY_FORMAT = 1
 REGISTRY_FILE = "registry.json"
@@ -82,21 +84,31 @@ class Registry:
 def default_registry() -> Registry:
     models = {
         "sd15": ModelSpec("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "sd15",
-                          "text_to_image"),
+                          "text_to_image", licence="creativeml-openrail-m"),
         "sdxl": ModelSpec("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "sdxl",
-                          "text_to_image"),
+                          "text_to_image", licence="openrail++"),
         "marigold-intrinsics": ModelSpec("marigold-intrinsics", MARIGOLD_INTRINSICS_ID,
                                          "marigold", "intrinsics"),
         "marigold-normals": ModelSpec("marigold-normals", MARIGOLD_NORMALS_ID, "marigold",
                                       "normals"),
-        "shap-e-img2img": ModelSpec("shap-e-img2img", SHAP_E_IMG2IMG_ID, "shap_e", "image_to_3d"),
+        "shap-e-img2img": ModelSpec("shap-e-img2img", SHAP_E_IMG2IMG_ID, "shap_e", "image_to_3d", licence="mit"),
+        # h94/IP-Adapter's README states Apache-2.0; each family's adapter sits beside its CLIP image encoder.
+        "ip-adapter-sd15": ModelSpec("ip-adapter-sd15", IP_ADAPTER_ID, "sd15", "ip_adapter", licence="apache-2.0",
+                                     weight_name="models/ip-adapter_sd15.safetensors",
+                                     image_encoder="models/image_encoder"),
+        "ip-adapter-sdxl": ModelSpec("ip-adapter-sdxl", IP_ADAPTER_ID, "sdxl", "ip_adapter", licence="apache-2.0",
+                                     weight_name="sdxl_models/ip-adapter_sdxl.safetensors",
+                                     image_encoder="sdxl_models/image_encoder"),
     }
     roles = {"text_to_image": "sd15", "intrinsics": "marigold-intrinsics",
-             "normals": "marigold-normals", "image_to_3d": "shap-e-img2img"}
+             "normals": "marigold-normals", "image_to_3d": "shap-e-img2img",
+             "ip_adapter": "ip-adapter-sd15", "ip_adapter_sdxl": "ip-adapter-sdxl"}
     for role, repo in CONTROLNET_IDS.items():
         name = role.replace("_", "-")  # "controlnet-depth", "controlnet-depth-sdxl", ...
         family = "sdxl" if role.endswith("_sdxl") else "sd15"
-        models[name] = ModelSpec(name, repo, family, "controlnet")
+        # lllyasviel's v1.1 ControlNets state OpenRAIL, diffusers' SDXL ones OpenRAIL++.
+        models[name] = ModelSpec(name, repo, family, "controlnet",
+                                 licence="openrail++" if family == "sdxl" else "openrail")
         roles[role] = name
     return Registry(path=None, models=models, roles=roles)
 
@@ -161,8 +173,20 @@ def _parse_model(name: str, entry: Any, base: Path, bad: Any) -> ModelSpec:
     if family not in FAMILIES:
         raise bad(f"model '{name}' has family {family!r}; expected one of {', '.join(FAMILIES)}")
     kind = entry.get("kind", "text_to_image")
+    optional = {}
+    for key in _OPTIONAL_STRINGS:
+        value = entry.get(key, "")
+        if not isinstance(value, str):
+            raise bad(f"model '{name}': \"{key}\" must be a string")
+        optional[key] = value
+    if optional["config"]:  # a checkpoint's config folder: resolved like sources (a repo id stays as it is)
+        optional["config"] = resolve_source(optional["config"], base)
     return ModelSpec(name=name, source=resolve_source(entry["source"], base), family=family,
-                     kind=str(kind), tiny=bool(entry.get("tiny", False)))
+                     kind=str(kind), tiny=bool(entry.get("tiny", False)), **optional)
+
+
+# Registry entry fields beyond source/family/kind/tiny (see ModelSpec).
+_OPTIONAL_STRINGS = ("config", "licence", "weight_name", "image_encoder")
 
 
 def is_local_source(spec: ModelSpec) -> bool:
@@ -173,9 +197,11 @@ def is_local_source(spec: ModelSpec) -> bool:
 
 
 def locate(spec: ModelSpec) -> Path | None:
-    """The local folder holding the model, or None when it is not on this machine."""
+    """The local folder holding the model (a checkpoint: the file), or None when it is not on this machine."""
     if is_local_source(spec):
         folder = Path(spec.source).expanduser()
+        if is_checkpoint_file(spec.source):
+            return folder if folder.is_file() else None
         return folder if folder.is_dir() else None
     return _cached_snapshot(spec.source)
 
@@ -231,6 +257,16 @@ def _check_one(spec: ModelSpec, allow_unsafe: bool) -> dict[str, Any]:
     folder = locate(spec)
     if folder is None:
         return {"name": spec.name, "ok": False, "detail": missing_detail(spec)}
+    if is_checkpoint_file(spec.source):
+        return checkpoint_row(spec, folder, allow_unsafe)
+    if spec.kind == "ip_adapter":  # a weights file beside a CLIP image encoder, not a diffusers pipeline folder
+        from backend.models.ip_adapter import check_ip_adapter  # imports this module
+
+        try:
+            layout = check_ip_adapter(spec, folder, allow_unsafe=allow_unsafe)
+        except ModelError as exc:
+            return {"name": spec.name, "ok": False, "detail": exc.message}
+        return {"name": spec.name, "ok": True, "detail": f"ok: {layout.weights}"}
     try:
         check_family(spec, folder)
         check_kind(spec, folder)
@@ -246,5 +282,5 @@ def missing_detail(spec: ModelSpec) -> str:
 
 def _not_here(spec: ModelSpec) -> str:
     if is_local_source(spec):
-        return f"folder {spec.source} does not exist"
+        return f"{'file' if is_checkpoint_file(spec.source) else 'folder'} {spec.source} does not exist"
     return f"{spec.source} is not in the Hugging Face cache ({hf_cache_dir()})"

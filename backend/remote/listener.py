@@ -45,6 +45,7 @@ class NetworkOptions:
     registry: str | None = None
     allow_download: bool = False
     allow_unsafe: bool = False
+    vram_budget: str = "auto"
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -75,7 +76,7 @@ def serve_network(options: NetworkOptions) -> int:
         from backend.runner import make_engine
 
         engine = make_engine(options.device, options.precision, options.registry, options.allow_download,
-                             options.allow_unsafe)
+                             options.allow_unsafe, options.vram_budget)
     except ImportError as exc:
         return _fail(f"the backend cannot import {exc.name}: {exc}; install backend/requirements.txt", 3)
     except Exception as exc:  # noqa: BLE001 - a bad device or registry is a message, not a trace
@@ -83,7 +84,7 @@ def serve_network(options: NetworkOptions) -> int:
 
     from backend.diffusion.gpu_check import handshake_warnings
 
-    warnings = handshake_warnings(engine.device, options.device)
+    warnings = handshake_warnings(engine.device, options.device) + engine.warnings
     for warning in warnings:
         log.warning("%s", warning)
     store = ContentStore(root / "store", options.max_upload_mb * 1024 * 1024)
@@ -108,7 +109,7 @@ def serve_network(options: NetworkOptions) -> int:
     shown = address.show(host, port)
     shared = Shared(token, scheduler, folders, store,
                     messages.Handshake(messages.PROTOCOL_VERSION, __version__, engine.device, engine.dtype,
-                                       engine.versions, os.getpid(), warnings),
+                                       engine.versions, os.getpid(), warnings, engine.memory_label),
                     server_context(certificate) if certificate else None)
     _banner(shown, token_file, certificate.fingerprint if certificate else None)
 

@@ -3,6 +3,7 @@ every task shares (the seed it uses, timings recorded in job.json)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -38,6 +39,7 @@ class JobContext:
     report: ProgressFn
     cancel_event: threading.Event = field(default_factory=threading.Event)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("backend.job"))
+    models_used: list[dict[str, Any]] = field(default_factory=list)  # provenance records, in the order used
 
     def progress(self, step: int, total: int, preview: Path | None = None, message: str = "") -> None:
         self.report(step, total, self.relative(preview) if preview else None, message)
@@ -68,13 +70,31 @@ class JobContext:
         self.record(seed=seed)
         return seed
 
-    def record_models(self, **roles: ModelSpec | list[ModelSpec]) -> None:
-        """Which models each role used, in job.json."""
-        def entry(spec: ModelSpec) -> dict[str, Any]:
-            return {"name": spec.name, "source": spec.source, "family": spec.family, "tiny": spec.tiny}
+    def record_models(self, commercial: bool = False, **roles: ModelSpec | list[ModelSpec]) -> None:
+        """Which models each role uses, with their SHA-256 and licence, in job.json and ``self.models_used``
+        (the EXR headers' provenance); with ``commercial``, a model whose licence forbids commercial use is
+        refused here, before anything loads."""
+        from backend.models import locate
+        from backend.models.provenance import check_commercial, record_for
 
-        self.record(models={role: [entry(s) for s in spec] if isinstance(spec, list) else entry(spec)
+        def entry(role: str, spec: ModelSpec) -> dict[str, Any]:
+            path = locate(spec)
+            record = record_for(role, spec, path)
+            check_commercial(f"Model '{spec.name}'", record.licence, commercial)
+            self.models_used.append(record.as_json())
+            return record.as_json()
+
+        self.record(models={role: [entry(role, s) for s in spec] if isinstance(spec, list) else entry(role, spec)
                             for role, spec in roles.items()})
+
+    def record_extra_models(self, role: str, records: list[dict[str, Any]]) -> None:
+        """Files added to a base model for this job (LoRAs, an IP-Adapter), in job.json beside the models."""
+        self.models_used.extend(records)
+        self.record(models={role: records})
+
+    def provenance_models(self) -> str:
+        """Every model, LoRA and adapter the job used, as compact JSON for an EXR header attribute."""
+        return json.dumps(self.models_used, separators=(",", ":")) if self.models_used else ""
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:

@@ -84,7 +84,7 @@ def run(ctx: JobContext, params: MeshParams) -> MeshOutputs:
 
     spec = ctx.registry.resolve("image_to_3d", params.model or None)
     seed = ctx.seed(params.seed)
-    ctx.record_models(image_to_3d=spec)
+    ctx.record_models(commercial=params.commercial, image_to_3d=spec)
     with ctx.timed("load_s"):
         pipe = ctx.models.image_to_3d(spec)
     ctx.check_cancelled()

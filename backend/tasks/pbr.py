@@ -59,7 +59,8 @@ def run(ctx: JobContext, params: PbrParams) -> PbrOutputs:
     else:
         maps = derive_maps(color, settings_from(params))
     ctx.check_cancelled()
-    files, combined = write_map_set(ctx.output, maps.as_layers(), provenance(method=params.method, **params.attributes))
+    attributes = provenance(**{**params.attributes, "method": params.method, "models": ctx.provenance_models()})
+    files, combined = write_map_set(ctx.output, maps.as_layers(), attributes)
     ctx.progress(1, 1)
     return outputs(ctx, maps, files, combined, params.method)
 

@@ -29,7 +29,7 @@ def marigold_maps(ctx: JobContext, color_linear: np.ndarray, params: PbrParams,
     intrinsics_name, normals_name = _named(params.model)
     intrinsics_spec = ctx.registry.resolve("intrinsics", intrinsics_name)
     normals_spec = ctx.registry.resolve("normals", normals_name)
-    ctx.record_models(intrinsics=intrinsics_spec, normals=normals_spec)
+    ctx.record_models(commercial=params.commercial, intrinsics=intrinsics_spec, normals=normals_spec)
     intrinsics = ctx.models.marigold(intrinsics_spec)
     normals = ctx.models.marigold(normals_spec)
     # Marigold was trained on ordinary (sRGB-encoded) photographs.

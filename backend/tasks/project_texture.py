@@ -40,6 +40,7 @@ from backend.models import controlnet_role
 from backend.projection.bake import BakeSettings, bake, render_into_view
 from backend.projection.objects import bake_objects, coverage, settings, write_textures
 from backend.projection.views import ViewInput, load_meshes, load_views
+from backend.tasks import job_options
 from backend.tasks.context import JobContext
 from contract.formats.surface import BakeMesh
 from contract.tasks import ProjectTextureOutputs, ProjectTextureParams
@@ -57,16 +58,18 @@ def run(ctx: JobContext, params: ProjectTextureParams) -> ProjectTextureOutputs:
     base = ctx.registry.resolve("text_to_image", params.model or None)
     control_specs = [ctx.registry.resolve(controlnet_role(kind, base.family)) for kind, _ in controls]
     seed = ctx.seed(params.seed)
-    ctx.record_models(text_to_image=base, controlnets=control_specs)
+    ctx.record_models(commercial=params.commercial, text_to_image=base, controlnets=control_specs)
+    options = job_options.prepare(ctx, base, params)
     with ctx.timed("load_s"):
-        pipe = ctx.models.controlnet_pipeline(base, control_specs)
+        pipe = job_options.controlnet_pipeline(ctx, options, base, control_specs)
         inpaint = (ctx.models.controlnet_pipeline(base, control_specs, inpaint=True)
                    if params.sequential and len(views) > 1 else None)
     ctx.check_cancelled()
 
-    with ctx.timed("generate_s"):
+    # The same reference image (and LoRAs, and sampler) for every view keeps the views one style.
+    with ctx.timed("generate_s"), options.running([p for p in (pipe, inpaint) if p is not None], seed) as extra:
         generated, kept = _generate(ctx, params, meshes, views, conditions, controls, pipe, inpaint, seed,
-                                    base.family)
+                                    base.family, extra)
     warnings: list[str] = []
     final_views = [view.bake_view(srgb_to_linear(image)) for view, image in zip(views, generated, strict=True)]
     steps = len(views) * params.steps
@@ -76,7 +79,8 @@ def run(ctx: JobContext, params: ProjectTextureParams) -> ProjectTextureOutputs:
     attributes = provenance(prompt=params.prompt, negative_prompt=params.negative_prompt, seed=seed, model=base.source,
                             steps=params.steps, guidance=params.guidance,
                             controls=",".join(f"{kind}={weight:g}" for kind, weight in controls),
-                            sequential=params.sequential, views=",".join(v.name for v in views), size=params.size)
+                            sequential=params.sequential, views=",".join(v.name for v in views), size=params.size,
+                            scheduler=options.scheduler, models=ctx.provenance_models())
     with ctx.timed("write_s"):
         textures, pngs = write_textures(ctx, meshes, results, attributes)
         view_pngs, view_exrs = [], []
@@ -96,14 +100,14 @@ def run(ctx: JobContext, params: ProjectTextureParams) -> ProjectTextureOutputs:
 
 def _generate(ctx: JobContext, params: ProjectTextureParams, meshes: Sequence[BakeMesh], views: Sequence[ViewInput],
               conditions: list[list[np.ndarray]], controls: list[tuple[str, float]], pipe: Any, inpaint: Any,
-              seed: int, family: str) -> tuple[list[np.ndarray], list[float]]:
+              seed: int, family: str, extra: dict[str, Any]) -> tuple[list[np.ndarray], list[float]]:
     """Each view's image (H x W x 3 float32 sRGB in [0, 1]) and the share of its pixels kept from earlier views."""
     bake_settings = settings(params)
     total = len(views) * params.steps + len(meshes)
     generated: list[np.ndarray] = []
     kept: list[float] = []
     for k, view in enumerate(views):
-        call = _call_arguments(ctx, params, controls, conditions[k], seed + k, family, total, k)
+        call = {**_call_arguments(ctx, params, controls, conditions[k], seed + k, family, total, k), **extra}
         if inpaint is None or k == 0:
             image = pipe(image=call.pop("control"), **call).images[0]
             kept.append(0.0)

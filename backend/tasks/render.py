@@ -17,6 +17,7 @@ from backend.imaging.image_io import write_png
 from backend.imaging.map_files import provenance
 from backend.imaging.passes import ScenePasses
 from backend.models import controlnet_role
+from backend.tasks import job_options
 from backend.tasks.context import JobContext
 from contract.tasks import RenderOutputs, RenderParams
 
@@ -31,9 +32,10 @@ def run(ctx: JobContext, params: RenderParams) -> RenderOutputs:
     base = ctx.registry.resolve("text_to_image", params.model or None)
     control_specs = [ctx.registry.resolve(controlnet_role(c.kind, base.family), c.model or None) for c in controls]
     seed = ctx.seed(params.seed)
-    ctx.record_models(text_to_image=base, controlnets=control_specs)
+    ctx.record_models(commercial=params.commercial, text_to_image=base, controlnets=control_specs)
+    options = job_options.prepare(ctx, base, params)
     with ctx.timed("load_s"):
-        pipe = ctx.models.controlnet_pipeline(base, control_specs, img2img=params.img2img)
+        pipe = job_options.controlnet_pipeline(ctx, options, base, control_specs, img2img=params.img2img)
     ctx.check_cancelled()
 
     # 1 x H x W x 3 each: diffusers reads a bare H x W x 3 array as a batch of H images.
@@ -58,13 +60,13 @@ def run(ctx: JobContext, params: RenderParams) -> RenderOutputs:
         for key in ("controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end"):
             kwargs[key] = kwargs[key][0]
         kwargs["control_image" if params.img2img else "image"] = images[0]
-    with ctx.timed("generate_s"):
-        result = pipe(**kwargs).images[0]
-    return _write_outputs(ctx, params, seed, base.source, result, passes, conditions)
+    with ctx.timed("generate_s"), options.running([pipe], seed) as extra:
+        result = pipe(**kwargs, **extra).images[0]
+    return _write_outputs(ctx, params, seed, base.source, result, passes, conditions, options.scheduler)
 
 
 def _write_outputs(ctx: JobContext, params: RenderParams, seed: int, model: str, result: np.ndarray,
-                   passes: ScenePasses, conditions: dict[str, np.ndarray]) -> RenderOutputs:
+                   passes: ScenePasses, conditions: dict[str, np.ndarray], scheduler: str) -> RenderOutputs:
     png = write_png(ctx.output("render.png"), result)
     control_pngs = {kind: ctx.relative(write_png(ctx.output(f"control_{kind}.png"), conditioning_rgb(image)))
                     for kind, image in conditions.items()}
@@ -75,7 +77,8 @@ def _write_outputs(ctx: JobContext, params: RenderParams, seed: int, model: str,
     layers.update({f"control_{kind}": image for kind, image in conditions.items()})
     attributes = provenance(prompt=params.prompt, negative_prompt=params.negative_prompt, seed=seed, model=model,
                             steps=params.steps, guidance=params.guidance,
-                            controls=",".join(f"{c.kind}={c.weight:g}" for c in params.active_controls()))
+                            controls=",".join(f"{c.kind}={c.weight:g}" for c in params.active_controls()),
+                            scheduler=scheduler, models=ctx.provenance_models())
     exr = write_exr(ctx.output("render.exr"), layers, attributes=attributes)
     return RenderOutputs(image=ctx.relative(png), image_exr=ctx.relative(exr), control_images=control_pngs,
                          seed=seed, width=params.width, height=params.height, controls=list(conditions))

@@ -12,6 +12,7 @@ from backend.imaging.image_io import write_png
 from backend.imaging.map_files import provenance, write_map_set
 from backend.imaging.pbr import PbrFilterSettings, derive_maps
 from backend.imaging.tiling import seam_ratio
+from backend.tasks import job_options
 from backend.tasks.context import JobContext
 from contract.tasks import TextureOutputs, TextureParams
 
@@ -19,13 +20,15 @@ from contract.tasks import TextureOutputs, TextureParams
 def run(ctx: JobContext, params: TextureParams) -> TextureOutputs:
     spec = ctx.registry.resolve("text_to_image", params.model or None)
     seed = ctx.seed(params.seed)
-    ctx.record_models(text_to_image=spec)
+    ctx.record_models(commercial=params.commercial, text_to_image=spec)
+    options = job_options.prepare(ctx, spec, params)
     with ctx.timed("load_s"):
         pipe = ctx.models.text_to_image(spec)
+        options.attach(pipe)
     ctx.check_cancelled()
 
     set_seamless(pipeline_modules(pipe), params.seamless_x, params.seamless_y)
-    with ctx.timed("generate_s"):
+    with ctx.timed("generate_s"), options.running([pipe], seed) as extra:
         image = pipe(
             prompt=params.prompt,
             negative_prompt=params.negative_prompt or None,
@@ -37,10 +40,12 @@ def run(ctx: JobContext, params: TextureParams) -> TextureOutputs:
             output_type="np",
             callback_on_step_end=step_callback(ctx, spec.family, params.steps, params.preview_every),
             callback_on_step_end_tensor_inputs=["latents"],
+            **extra,
         ).images[0]
     png = write_png(ctx.output("texture.png"), image)
     attributes = provenance(prompt=params.prompt, negative_prompt=params.negative_prompt, seed=seed,
-                            model=spec.source, steps=params.steps, guidance=params.guidance)
+                            model=spec.source, steps=params.steps, guidance=params.guidance,
+                            scheduler=options.scheduler, models=ctx.provenance_models())
     linear = srgb_to_linear(image)
     exr = write_exr(ctx.output("texture.exr"), {"": linear}, attributes=attributes)
     maps: dict[str, str] = {}

@@ -7,6 +7,17 @@ from typing import Any
 from ..schema import ParamError
 from .base import MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, TaskOutputs, TaskParams
 from .mesh import ImportMeshParams, MeshOutputs, MeshParams
+from .options import (
+    MAX_LORAS,
+    SCHEDULER_DEFAULTS,
+    SCHEDULER_LABELS,
+    SCHEDULERS,
+    LicencePolicy,
+    LoraParams,
+    ModelOptions,
+    lora_input,
+    reference_input,
+)
 from .pbr import (
     MAP_NAMES,
     MAX_MAP_SIZE,
@@ -46,7 +57,9 @@ def params_for(task: str, data: dict[str, Any]) -> TaskParams:
 
 __all__ = [
     "MAP_NAMES", "MAX_BLEND_EXPONENT", "MAX_CANNY_THRESHOLD", "MAX_CONTROL_WEIGHT", "MAX_MAP_SIZE", "MAX_PADDING",
-    "MAX_SEED", "MAX_SIZE", "MAX_STEPS", "MAX_TEXTURE_SIZE", "MAX_VIEWS", "MIN_SIZE", "MIN_TEXTURE_SIZE",
+    "MAX_LORAS", "MAX_SEED", "SCHEDULERS", "SCHEDULER_DEFAULTS", "SCHEDULER_LABELS", "LicencePolicy", "LoraParams",
+    "ModelOptions", "lora_input", "reference_input", "MAX_SIZE", "MAX_STEPS", "MAX_TEXTURE_SIZE", "MAX_VIEWS",
+    "MIN_SIZE", "MIN_TEXTURE_SIZE",
     "TASKS", "ControlParams", "ExportMapsOutputs", "ExportMapsParams", "ImportMapsOutputs", "ImportMapsParams",
     "ImportMeshParams", "MeshOutputs", "MeshParams", "ParamError", "PbrOutputs", "PbrParams",
     "ProjectImageOutputs", "ProjectImageParams", "ProjectTextureOutputs", "ProjectTextureParams",

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..schema import ParamError, bounded, choice, relative
 from .base import MAX_STEPS, TaskOutputs, TaskParams, check_seed, output_file
+from .options import LicencePolicy
 
 MESH_BACKGROUNDS = ("auto", "alpha", "none")
 MIN_MESH_RESOLUTION = 16
@@ -36,7 +37,7 @@ class MeshOutputs(TaskOutputs):
 
 
 @dataclass(frozen=True)
-class MeshParams(TaskParams):
+class MeshParams(LicencePolicy, TaskParams):
     """Image to 3D: a mesh with vertex colours from one picture of a subject (Shap-E).
 
     ``background``: "auto" uses the alpha channel when the image has one that is not fully opaque,

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..schema import ParamError, bounded, choice, relative
 from .base import MAX_STEPS, TaskOutputs, TaskParams, output_file
+from .options import LicencePolicy
 
 PBR_METHODS = ("filters", "marigold")
 NORMAL_CONVENTIONS = ("opengl", "directx")
@@ -37,7 +38,7 @@ class PbrOutputs(MapsOutputs):
 
 
 @dataclass(frozen=True)
-class PbrParams(TaskParams):
+class PbrParams(LicencePolicy, TaskParams):
     """Derive PBR maps from a colour image in the job folder."""
 
     task = "pbr"

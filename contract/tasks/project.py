@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ..schema import ParamError, bounded, relative
 from .base import TaskOutputs, TaskParams, check_generation, output_file
+from .options import ModelOptions
 from .render import MAX_CONTROL_WEIGHT, NORMAL_ENCODINGS
 
 MIN_TEXTURE_SIZE = 16
@@ -96,7 +97,7 @@ class ProjectTextureOutputs(ProjectImageOutputs):
 
 
 @dataclass(frozen=True)
-class ProjectTextureParams(BakeSettingsMixin, TaskParams):
+class ProjectTextureParams(ModelOptions, BakeSettingsMixin, TaskParams):
     """``sequential``: after the first view, each view starts from the texture baked so far rendered into it;
     pixels showing texels an earlier view saw are kept and the rest is inpainted, so the views agree where
     they overlap. Off: every view is generated on its own from its passes. The views carry passes, no images."""
@@ -122,6 +123,7 @@ class ProjectTextureParams(BakeSettingsMixin, TaskParams):
 
     def validate(self) -> None:
         check_generation(self, "describe the texture to project")
+        self.check_options()
         check_bake(self)
         if self.normal_encoding not in NORMAL_ENCODINGS:
             raise ParamError(f"normal_encoding must be one of {', '.join(NORMAL_ENCODINGS)}")

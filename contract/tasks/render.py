@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ..schema import ParamError, choice, decode, relative
 from .base import TaskOutputs, TaskParams, check_generation, output_file
+from .options import ModelOptions
 
 CONTROL_KINDS = ("depth", "normal", "canny")
 NORMAL_ENCODINGS = ("bae", "opengl")
@@ -46,7 +47,7 @@ class RenderOutputs(TaskOutputs):
 
 
 @dataclass(frozen=True)
-class RenderParams(TaskParams):
+class RenderParams(ModelOptions, TaskParams):
     """The passes (``passes``: Combined, Depth, Normal layers) and camera (``camera``) are job inputs."""
 
     task = "render"
@@ -72,6 +73,7 @@ class RenderParams(TaskParams):
 
     def validate(self) -> None:
         check_generation(self, "describe what the render should show")
+        self.check_options()
         if not 0 <= self.canny_low < self.canny_high <= MAX_CANNY_THRESHOLD:
             raise ParamError(f"canny thresholds must satisfy 0 <= low < high <= {MAX_CANNY_THRESHOLD}, "
                              f"got {self.canny_low} and {self.canny_high}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import TaskOutputs, TaskParams, check_generation, output_file
+from .options import ModelOptions
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class TextureOutputs(TaskOutputs):
 
 
 @dataclass(frozen=True)
-class TextureParams(TaskParams):
+class TextureParams(ModelOptions, TaskParams):
     task = "texture"
     outputs = TextureOutputs
 
@@ -41,3 +42,4 @@ class TextureParams(TaskParams):
 
     def validate(self) -> None:
         check_generation(self, "describe the texture to generate")
+        self.check_options()

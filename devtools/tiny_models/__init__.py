@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from devtools.tiny_models import ip_adapter, lora, single_file
 from devtools.tiny_models.diffusion import (
     APPEARANCE_TARGETS,
     CONTROLNET_EMBEDDING_GAIN,
@@ -68,7 +69,7 @@ from devtools.tiny_models.tokenizer import (
 __all__ = [
     # this package
     "REGISTRY_FORMAT", "SD15_DIR", "SDXL_DIR", "INTRINSICS_DIR", "NORMALS_DIR", "SHAP_E_DIR", "CONTROLNETS",
-    "BUILDERS", "registry_document", "make_tiny",
+    "BUILDERS", "EXTRAS", "factory_digest", "registry_document", "make_tiny", "tiny_folder",
     # tokenizer
     "BOS", "EOS", "LOAD_KWARGS", "MAX_TOKENS", "MERGES", "tokenizer_vocab", "write_tokenizer_files",
     # diffusion
@@ -87,6 +88,10 @@ SDXL_DIR = "sdxl-tiny"
 INTRINSICS_DIR = "marigold-intrinsics-tiny"
 NORMALS_DIR = "marigold-normals-tiny"
 SHAP_E_DIR = "shap-e-img2img-tiny"
+
+# Files made from the saved pipelines (single-file checkpoints, LoRAs, IP-Adapters): each module writes its own
+# and names its registry entries.
+EXTRAS = (single_file, lora, ip_adapter)
 
 # ControlNets: registry role -> (folder, family). Their UNet-side weights are copied from the tiny
 # SD 1.5 / SDXL UNet, so each matches the base pipeline of its family.
@@ -122,11 +127,29 @@ def registry_document() -> dict[str, Any]:
             SHAP_E_DIR: {"source": SHAP_E_DIR, "family": "shap_e", "kind": "image_to_3d", "tiny": True},
             **{folder: {"source": folder, "family": family, "kind": "controlnet", "tiny": True}
                for folder, family in CONTROLNETS.values()},
+            **{name: entry for extra in EXTRAS for name, entry in extra.REGISTRY_MODELS.items()},
         },
         "roles": {"text_to_image": SD15_DIR, "intrinsics": INTRINSICS_DIR, "normals": NORMALS_DIR,
                   "image_to_3d": SHAP_E_DIR,
-                  **{role: folder for role, (folder, _) in CONTROLNETS.items()}},
+                  **{role: folder for role, (folder, _) in CONTROLNETS.items()},
+                  **{role: name for extra in EXTRAS for role, name in extra.REGISTRY_ROLES.items()}},
     }
+
+
+def factory_digest() -> str:
+    """Of this factory's source: tests and the demo keep one build per digest, so a change to what make-tiny
+    builds is never served from an older build."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for file in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def tiny_folder(root: Path, version: str) -> Path:
+    """Where the checkout keeps its tiny build: ``root/.cache/tiny-models/<version>-<factory digest>``."""
+    return root / ".cache" / "tiny-models" / f"{version}-{factory_digest()}"
 
 
 def make_tiny(dest: str | os.PathLike, seed: int = 0) -> Path:
@@ -142,6 +165,8 @@ def make_tiny(dest: str | os.PathLike, seed: int = 0) -> Path:
             if (dest / name).is_dir():  # a rebuild leaves no stale files from older layouts
                 shutil.rmtree(dest / name)
             pipe.save_pretrained(str(dest / name), safe_serialization=True)
+    for extra in EXTRAS:
+        extra.write_tiny(dest, seed)
     registry = dest / "registry.json"
     registry.write_text(json.dumps(registry_document(), indent=2) + "\n", encoding="utf-8")
     return registry

@@ -43,7 +43,10 @@ MARIGOLD_RESOLUTION = 64  # default_processing_resolution (the real ones: 768)
 class TinySizes:
     """Widths of the tiny components (one place to keep them consistent)."""
 
-    text_hidden: int = 32  # each CLIP text encoder
+    text_hidden: int = 32  # the CLIP text encoder (SDXL: the first one)
+    # SDXL's second (OpenCLIP bigG-like) encoder is wider than its first, as in the real model (1280 vs 768):
+    # diffusers' single-file loader tells the two apart by their widths.
+    text_hidden_2: int = 48
     text_layers: int = 2
     text_heads: int = 4
     unet_channels: tuple[int, int] = (32, 64)
@@ -62,14 +65,14 @@ SIZES = TinySizes()
 # --- components ------------------------------------------------------------------------
 
 
-def _text_config(vocab_size: int, projection_dim: int) -> Any:
+def _text_config(vocab_size: int, projection_dim: int, hidden: int) -> Any:
     from transformers import CLIPTextConfig
 
     vocab = tokenizer_vocab()
     return CLIPTextConfig(
         vocab_size=vocab_size,
-        hidden_size=SIZES.text_hidden,
-        intermediate_size=2 * SIZES.text_hidden,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=SIZES.text_layers,
         num_attention_heads=SIZES.text_heads,
         max_position_embeddings=MAX_TOKENS,
@@ -80,12 +83,13 @@ def _text_config(vocab_size: int, projection_dim: int) -> Any:
     )
 
 
-def _text_encoder(seed: int, with_projection: bool = False) -> Any:
+def _text_encoder(seed: int, with_projection: bool = False, hidden: int | None = None) -> Any:
     import torch
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
-    config = _text_config(len(tokenizer_vocab()), projection_dim=SIZES.text_hidden)
+    width = hidden or SIZES.text_hidden
+    config = _text_config(len(tokenizer_vocab()), projection_dim=width, hidden=width)
     cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
     return cls(config).eval()
 
@@ -129,11 +133,12 @@ def _unet(seed: int, sdxl: bool, marigold_targets: int = 0) -> Any:
     elif sdxl:
         # SDXL: prompt features of both encoders concatenated; pooled text embeds plus six
         # size/crop numbers (each time-embedded) feed the "text_time" added condition.
-        cross_dim = 2 * SIZES.text_hidden
+        cross_dim = SIZES.text_hidden + SIZES.text_hidden_2
         extra = {
             "addition_embed_type": "text_time",
             "addition_time_embed_dim": SIZES.time_embed_dim,
-            "projection_class_embeddings_input_dim": 6 * SIZES.time_embed_dim + SIZES.text_hidden,
+            # the pooled (projected) features come from the second encoder
+            "projection_class_embeddings_input_dim": 6 * SIZES.time_embed_dim + SIZES.text_hidden_2,
             "use_linear_projection": True,
         }
     return UNet2DConditionModel(
@@ -207,7 +212,7 @@ def build_sdxl(scratch: Path, seed: int = 0) -> Any:
     return StableDiffusionXLPipeline(
         vae=_vae(seed, scaling_factor=0.13025),
         text_encoder=_text_encoder(seed + 1),
-        text_encoder_2=_text_encoder(seed + 3, with_projection=True),
+        text_encoder_2=_text_encoder(seed + 3, with_projection=True, hidden=SIZES.text_hidden_2),
         tokenizer=_tokenizer(scratch),
         tokenizer_2=_tokenizer(scratch),
         unet=_unet(seed + 2, sdxl=True),

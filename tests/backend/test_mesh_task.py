@@ -36,8 +36,11 @@ def test_mesh_from_a_picture_writes_glb_ply_and_npz(tiny_models: Path, tmp_path:
     assert done.returncode == 0, done.stderr
     record = jobfolder.read_job(job)
     assert record["status"] == "done" and record["seed"] == 7
-    assert record["models"]["image_to_3d"] == {"name": "shap-e-img2img-tiny", "family": "shap_e", "tiny": True,
-                                               "source": str(tiny_models / "shap-e-img2img-tiny")}
+    model = record["models"]["image_to_3d"]
+    assert {k: model[k] for k in ("name", "family", "kind", "tiny", "source")} == {
+        "name": "shap-e-img2img-tiny", "family": "shap_e", "kind": "image_to_3d", "tiny": True,
+        "source": str(tiny_models / "shap-e-img2img-tiny")}
+    assert len(model["sha256"]) == 64  # provenance: the folder's weights and configs
     assert record["request"]["source"] == "inputs/image.png" and (job / "inputs" / "image.png").is_file()
     info = record["info"]
     assert info["vertices"] > 100 and info["faces"] > 100 and info["frame_size"] == 40

@@ -251,7 +251,8 @@ def test_make_tiny_is_deterministic(tiny: Path, tmp_path: Path) -> None:
                             "controlnet_canny": "controlnet-canny-sd15-tiny",
                             "controlnet_depth_sdxl": "controlnet-depth-sdxl-tiny",
                             "controlnet_canny_sdxl": "controlnet-canny-sdxl-tiny",
-                            "image_to_3d": "shap-e-img2img-tiny"}
+                            "image_to_3d": "shap-e-img2img-tiny",
+                            "ip_adapter": "ip-adapter-sd15-tiny", "ip_adapter_sdxl": "ip-adapter-sdxl-tiny"}
     assert doc["models"]["controlnet-canny-sdxl-tiny"] == {"source": "controlnet-canny-sdxl-tiny",
                                                            "family": "sdxl", "kind": "controlnet",
                                                            "tiny": True}

@@ -218,3 +218,35 @@ def test_sequential_on_sdxl(engine, scene, tmp_path: Path) -> None:  # type: ign
     assert isinstance(final, messages.Result), final
     assert final.info["views"][1]["kept_fraction"] > 0.2
     assert jobfolder.read_job(job.job_dir)["models"]["controlnets"][0]["name"] == "controlnet-depth-sdxl-tiny"
+
+
+# --- model options: the same reference (and LoRA, and sampler) for every view ---------------------------------------
+
+
+def test_a_reference_image_and_a_lora_guide_every_view_of_a_sequential_projection(engine, scene, tiny_models: Path,  # type: ignore[no-untyped-def]
+                                                                               tmp_path: Path) -> None:
+    from backend.imaging.image_io import read_image, write_png
+    from backend.runner import run_job
+
+    def views(**options: Any) -> tuple[list[np.ndarray], dict[str, Any]]:
+        job = submit(tmp_path / "jobs", scene, **options)
+        reference = np.zeros((32, 32, 3), np.float32)
+        reference[:, :16] = (0.9, 0.1, 0.1)
+        write_png(Path(job.job_dir) / "inputs" / "reference.png", reference)
+        lora = Path(job.job_dir) / "inputs" / "loras" / "00-style.safetensors"
+        lora.parent.mkdir(parents=True)
+        shutil.copy(tiny_models / "loras" / "sd15-style-b.safetensors", lora)
+        final = run_job(engine, job, lambda m: None)
+        assert isinstance(final, messages.Result), final
+        record = jobfolder.read_job(job.job_dir)
+        return [read_image(Path(job.job_dir) / p) for p in final.outputs["view_images"]], record
+
+    plain, _ = views()
+    guided, record = views(reference="inputs/reference.png", reference_strength=1.0, scheduler="unipc",
+                           loras=[{"file": "inputs/loras/00-style.safetensors", "weight": 0.8}])
+    assert len(guided) == len(plain) >= 2
+    assert all(np.abs(a - b).max() > 0.01 for a, b in zip(guided, plain, strict=True))  # every view, inpainted ones too
+    assert record["models"]["ip_adapter"]["name"] == "ip-adapter-sd15-tiny"
+    assert record["models"]["loras"][0]["sha256"] and record["options"]["scheduler"] == "unipc"
+    again, _ = views()
+    assert all(np.array_equal(a, b) for a, b in zip(again, plain, strict=True))  # nothing stayed on the pipelines

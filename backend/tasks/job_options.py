@@ -1,0 +1,170 @@
+"""What one job adds to its base model: LoRAs, a sampler and a reference image (IP-Adapter).
+
+Everything is checked before any weights load (:func:`prepare`: the files exist, each LoRA is of the base
+model's family, the IP-Adapter of that family is on this machine, licences allow the job), then put on the
+cached base pipeline for the job (:meth:`JobOptions.attach`) and taken off again when it ends
+(:meth:`JobOptions.running`), so the next job starts from the plain model without reloading it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.models import ModelError, ModelSpec, Registry, locate
+from backend.tasks.context import JobContext, invalid
+from contract import messages
+from contract.tasks import SCHEDULER_DEFAULTS, ModelOptions
+
+
+@dataclass
+class JobOptions:
+    family: str
+    scheduler: str  # resolved: never "" (the family's default is filled in)
+    loras: list[Any] = field(default_factory=list)  # backend.models.lora.LoraFile
+    reference: np.ndarray | None = None  # H x W x 3 float32 sRGB in [0, 1]
+    strength: float = 0.0
+    ip_spec: ModelSpec | None = None
+    ip_folder: Path | None = None
+    _base: Any = None  # the base pipeline the options were attached to
+
+    def attach(self, base_pipe: Any) -> None:
+        """Put the LoRAs and the IP-Adapter on the (cached) base pipeline; a job without them takes them off."""
+        from backend.models.ip_adapter import use_reference
+        from backend.models.lora import apply_loras
+
+        self._base = base_pipe
+        apply_loras(base_pipe, self.family, self.loras)
+        use_reference(base_pipe, self.ip_spec, self.ip_folder)
+
+    @contextmanager
+    def running(self, pipes: list[Any], seed: int) -> Iterator[dict[str, Any]]:
+        """The job's sampler on each pipeline it calls; yields the extra call arguments (the reference image).
+        Afterwards the pipelines have their own samplers back and the LoRAs are switched off. ``seed``: the job's,
+        for samplers that draw noise of their own (DPM++ SDE's Brownian tree)."""
+        from backend.diffusion.schedulers import job_scheduler
+        from backend.models.ip_adapter import reference_call_kwargs
+        from backend.models.lora import clear_loras
+
+        try:
+            with job_scheduler(pipes, self.scheduler, self.family, seed):
+                extra = (reference_call_kwargs(pipes[0], self.reference, self.strength)
+                         if self.reference is not None else {})
+                yield extra
+        finally:
+            if self._base is not None and self.loras:
+                clear_loras(self._base)
+
+
+def prepare(ctx: JobContext, base: ModelSpec, params: ModelOptions) -> JobOptions:
+    """Check the job's options against ``base`` and record them in job.json; loads nothing."""
+    from backend.models.lora import LoraFile, check_lora, inspect_lora
+    from backend.models.provenance import check_commercial, file_digest
+
+    scheduler = params.scheduler or SCHEDULER_DEFAULTS.get(base.family, "model")
+    options = JobOptions(base.family, scheduler)
+    records: list[dict[str, Any]] = []
+    widths = known_widths(ctx.registry)
+    for lora in params.active_loras():
+        path = ctx.input(lora.file)
+        name = lora.name or Path(lora.file).name
+        if not path.is_file():
+            raise invalid(f"LoRA {name} is not in the job folder ({lora.file})",
+                          "the add-on or the command line puts LoRA files there; submit the job again")
+        info = inspect_lora(path, widths, name=name)
+        check_lora(info, base.family, base.name)
+        licence = lora_licence(path)
+        check_commercial(f"LoRA '{name}'", licence, params.commercial)
+        digest = file_digest(path)
+        options.loras.append(LoraFile(path=path, weight=lora.weight, key=digest, name=name))
+        records.append({"role": "lora", "name": name, "sha256": digest, "weight": lora.weight,
+                        "family": info.family or base.family, "licence": licence})
+    if params.reference:
+        options.reference, options.strength = _reference_image(ctx, params.reference), params.reference_strength
+        options.ip_spec, options.ip_folder = _ip_adapter(ctx, base)
+        ctx.record_models(commercial=params.commercial, ip_adapter=options.ip_spec)
+    if records:
+        ctx.record_extra_models("loras", records)
+    ctx.record(options={"scheduler": scheduler, "reference": params.reference,
+                        "reference_strength": params.reference_strength if params.reference else None})
+    return options
+
+
+def _reference_image(ctx: JobContext, relative: str) -> np.ndarray:
+    from backend.imaging.color import linear_to_srgb
+    from backend.imaging.exr import ExrError, read_exr
+    from backend.imaging.image_io import read_image
+
+    path = ctx.input(relative)
+    if not path.is_file():
+        raise invalid(f"the reference image is not in the job folder ({relative})", "submit the job again")
+    try:
+        if path.suffix.lower() == ".exr":  # scene-linear: the adapter sees what a viewer shows
+            layer = next(iter(read_exr(path).layers.values()))
+            image = np.clip(linear_to_srgb(layer[:, :, :3]), 0.0, 1.0)
+        else:
+            image = read_image(path)[:, :, :3]
+    except (OSError, ValueError, ExrError, StopIteration) as exc:
+        raise invalid(f"cannot read the reference image {relative}: {exc}",
+                      "use a PNG, JPEG or EXR image as the reference") from None
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def _ip_adapter(ctx: JobContext, base: ModelSpec) -> tuple[ModelSpec, Path]:
+    from backend.models.ip_adapter import check_ip_adapter, ip_adapter_role
+
+    spec = ctx.registry.resolve(ip_adapter_role(base.family))
+    folder = locate(spec)
+    if folder is None:
+        raise ModelError(messages.MODEL_MISSING,
+                         f"A reference image needs the IP-Adapter '{spec.name}' ({spec.source}), which is not on "
+                         "this machine.",
+                         f"Download it once with `hf download {spec.source}`, point the registry's "
+                         f"'{spec.name}' at a local folder, or clear the reference image.")
+    check_ip_adapter(spec, folder, base.family, allow_unsafe=ctx.models.allow_unsafe)
+    return spec, folder
+
+
+def known_widths(registry: Registry) -> dict[int, str]:
+    """Cross-attention width -> family for the registry's local base models (read from their UNet configs):
+    what tells a tiny or unusual LoRA's family, beside the real models' widths the LoRA module knows."""
+    from backend.models.checkpoint import locate_config
+    from backend.models.lora import base_width
+
+    widths: dict[int, str] = {}
+    for spec in registry.models.values():
+        if spec.kind != "text_to_image":
+            continue
+        folder = locate(spec)
+        if folder is not None and folder.is_file():  # a single-file checkpoint: its config folder says
+            folder = locate_config(spec)
+        width = base_width(folder) if folder is not None else None
+        if width is not None:
+            widths.setdefault(width, spec.family)
+    return widths
+
+
+def lora_licence(path: Path) -> str:
+    """The licence a LoRA's own metadata states (the ModelSpec convention's ``modelspec.license``), else ""."""
+    from backend.models.safetensors_header import HeaderError, read_header
+
+    try:
+        return read_header(path).metadata.get("modelspec.license", "").strip()
+    except HeaderError:
+        return ""  # inspect_lora has already said what is wrong with the file
+
+
+def controlnet_pipeline(ctx: JobContext, options: JobOptions, base: ModelSpec, controls: list[ModelSpec],
+                        img2img: bool = False) -> Any:
+    """The ControlNet pipeline of ``base`` with the job's options on its base model. Loading first checks every
+    folder and loads the models; the options then go on the base pipeline, and the ControlNet pipeline is wired
+    again from its components (object wiring only) so that it has the IP-Adapter's image encoder, or no longer
+    has one."""
+    ctx.models.controlnet_pipeline(base, controls, img2img=img2img)
+    options.attach(ctx.models.text_to_image(base))
+    return ctx.models.controlnet_pipeline(base, controls, img2img=img2img)
