@@ -174,19 +174,11 @@ def locate_config(spec: ModelSpec) -> Path | None:
     a repo id found in the Hugging Face cache), else the family's default repo in the cache; None: not here."""
     source = spec.config or DEFAULT_CONFIG_IDS.get(spec.family, "")
     if is_repo_id(source):
-        return _cached_repo(source)
+        from backend.models.registry import cached_snapshot  # which imports this module
+
+        return cached_snapshot(source)
     folder = Path(source).expanduser()
     return folder if source and folder.is_dir() else None
-
-
-def _cached_repo(repo_id: str) -> Path | None:
-    from huggingface_hub import snapshot_download
-
-    try:  # local_files_only: never the network; a snapshot of configs only is enough
-        folder = snapshot_download(repo_id, local_files_only=True)
-    except (OSError, ValueError):  # not cached, or a malformed id
-        return None
-    return Path(folder) if Path(folder).is_dir() else None
 
 
 def checkpoint_config(spec: ModelSpec, file: Path, allow_unsafe: bool = False) -> Path:

@@ -203,10 +203,11 @@ def locate(spec: ModelSpec) -> Path | None:
         if is_checkpoint_file(spec.source):
             return folder if folder.is_file() else None
         return folder if folder.is_dir() else None
-    return _cached_snapshot(spec.source)
+    return cached_snapshot(spec.source)
 
 
-def _cached_snapshot(repo_id: str) -> Path | None:
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The Hugging Face cache's snapshot folder of ``repo_id``, or None when it is not cached."""
     from huggingface_hub import snapshot_download
 
     try:  # local_files_only: never touches the network, just resolves the cached snapshot

@@ -19,7 +19,7 @@ import numpy as np
 from backend.models import ModelError, ModelSpec, Registry, locate
 from backend.tasks.context import JobContext, invalid
 from contract import messages
-from contract.tasks import SCHEDULER_DEFAULTS, ModelOptions
+from contract.tasks import ModelOptions
 
 
 @dataclass
@@ -31,6 +31,7 @@ class JobOptions:
     strength: float = 0.0
     ip_spec: ModelSpec | None = None
     ip_folder: Path | None = None
+    slice_attention: bool = False  # the VRAM budget's attention slicing (backend.diffusion.memory)
     _base: Any = None  # the base pipeline the options were attached to
 
     def attach(self, base_pipe: Any) -> None:
@@ -40,7 +41,14 @@ class JobOptions:
 
         self._base = base_pipe
         apply_loras(base_pipe, self.family, self.loras)
+        # The VRAM budget's attention slicing and an IP-Adapter exclude each other in diffusers (it cannot load
+        # an adapter over sliced attention, and slicing replaces the adapter's): with a reference the attention
+        # runs unsliced, and slicing goes on again once the adapter is unloaded.
+        if self.ip_spec is not None and _sliced(base_pipe):
+            base_pipe.disable_attention_slicing()
         use_reference(base_pipe, self.ip_spec, self.ip_folder)
+        if self.slice_attention and self.ip_spec is None and not _sliced(base_pipe):
+            base_pipe.enable_attention_slicing()
 
     @contextmanager
     def running(self, pipes: list[Any], seed: int) -> Iterator[dict[str, Any]]:
@@ -61,13 +69,19 @@ class JobOptions:
                 clear_loras(self._base)
 
 
+def _sliced(pipe: Any) -> bool:
+    return any(type(p).__name__.startswith("Sliced") for p in pipe.unet.attn_processors.values())
+
+
 def prepare(ctx: JobContext, base: ModelSpec, params: ModelOptions) -> JobOptions:
     """Check the job's options against ``base`` and record them in job.json; loads nothing."""
+    from backend.diffusion.schedulers import resolve_name
     from backend.models.lora import LoraFile, check_lora, inspect_lora
     from backend.models.provenance import check_commercial, file_digest
 
-    scheduler = params.scheduler or SCHEDULER_DEFAULTS.get(base.family, "model")
-    options = JobOptions(base.family, scheduler)
+    scheduler = resolve_name(params.scheduler, base.family)
+    plan = ctx.models.memory_plan
+    options = JobOptions(base.family, scheduler, slice_attention=plan is not None and plan.attention_slicing)
     records: list[dict[str, Any]] = []
     widths = known_widths(ctx.registry)
     for lora in params.active_loras():

@@ -100,6 +100,7 @@ def run(ctx: JobContext, params: MeshParams) -> MeshOutputs:
         ctx.check_cancelled()
         ctx.progress(total - 1, total, message="extracting the surface")
         decoded = pipe.shap_e_renderer.decode_to_mesh(latents[0][None], pipe.device, grid_size=params.frame_size)
+        ctx.check_cancelled()  # a cancel during the extraction (seconds on a fine grid) yields no mesh
         mesh, removed = clean(mesh_from_shap_e(decoded))
         # Marching cubes on a field padded with "outside" gives closed surfaces; their normals must point out
         # (the winding follows the checkpoint's lookup table, so check rather than trust it).

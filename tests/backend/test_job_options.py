@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +182,67 @@ def test_the_artists_checkpoints_join_the_registry_and_bad_ones_are_warnings(tin
     assert isinstance(final, messages.Result), final
     used = jobfolder.read_job(job_dir)["models"]["text_to_image"]
     assert used["name"] == "my-checkpoint" and used["sha256"] == _sha(checkpoint)
+
+
+def test_bad_model_files_are_clear_errors_and_the_server_keeps_serving(tiny_models, lora_a, tmp_path):
+    """A truncated LoRA, a LoRA for no layer of the model, a LoRA given as a checkpoint, an unknown sampler: each
+    an error naming the file or value, then the same backend process runs a plain job."""
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(lora_a.read_bytes()[: lora_a.stat().st_size // 2])
+    unmatched = tiny_models / "loras" / "sd15-unmatched.safetensors"
+    registry = json.loads((tiny_models / "registry.json").read_text())
+    for entry in registry["models"].values():
+        entry["source"] = str(tiny_models / entry["source"])
+        entry.pop("config", None)
+    registry["models"]["not-a-checkpoint"] = {"source": str(lora_a), "family": "sd15",
+                                              "config": str(tiny_models / "sd15-tiny")}
+    (tmp_path / "registry.json").write_text(json.dumps(registry))
+    base = {"prompt": "x", "width": SIZE, "height": SIZE, "steps": 2, "seed": 1, "preview_every": 0}
+
+    def submit(request: dict[str, Any], files: dict[str, Path] | None = None) -> messages.Submit:
+        job_dir = jobfolder.create_job(tmp_path / "jobs", "texture", request)
+        for relative, source in (files or {}).items():
+            (job_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, job_dir / relative)
+        return messages.Submit(jobfolder.read_job(job_dir)["id"], "texture", str(job_dir), request)
+
+    lora = lora_input(0, "x.safetensors")
+    cases = [({**base, "loras": [{"file": lora}]}, {lora: truncated}, "truncated"),
+             ({**base, "loras": [{"file": lora}]}, {lora: unmatched}, "fits no layer"),
+             ({**base, "model": "not-a-checkpoint"}, {}, "LoRA"),
+             ({**base, "scheduler": "dpm_fast"}, {}, "scheduler must be one of")]
+    server = BackendProcess(tmp_path / "registry.json", "--device", "cpu")
+    try:
+        assert isinstance(server.next(timeout=120), messages.Handshake)
+        for request, files, words in cases:
+            server.send(submit(request, files))
+            final, _ = server.until((messages.Result, messages.Error), timeout=120)
+            assert isinstance(final, messages.Error), final
+            assert words in final.message, final.message
+        server.send(submit(base))
+        final, _ = server.until((messages.Result, messages.Error), timeout=120)
+        assert isinstance(final, messages.Result), final
+    finally:
+        assert server.close() == 0
+
+
+def test_the_6gb_budget_keeps_attention_sliced_around_reference_jobs(tiny_models, tmp_path):
+    """IP-Adapter loading replaces attention processors and unloading puts plain ones back: the budget's
+    slicing must come back for the jobs after a reference job (on the CPU the 6 GB mode tiles and slices)."""
+    from backend.runner import make_engine
+
+    engine = make_engine("cpu", "fp32", str(tiny_models), vram_budget="6gb")
+    assert engine.memory is not None and engine.memory.attention_slicing and "6 GB" in engine.memory_label
+
+    def processors() -> set[str]:
+        unet = engine.models.text_to_image(engine.registry.resolve("text_to_image")).unet
+        return {type(p).__name__ for p in unet.attn_processors.values()}
+
+    reference = write_png(tmp_path / "ref.png", np.full((32, 32, 3), 0.5, np.float32))
+    plain, _ = _texture(engine, tmp_path)
+    assert processors() == {"SlicedAttnProcessor"}
+    for _ in range(2):  # the second reference job finds the adapter loaded: it must still be in the attention
+        guided, _ = _texture(engine, tmp_path, {reference_input(".png"): reference}, reference=reference_input(".png"))
+        assert any("IPAdapter" in name for name in processors()) and not np.array_equal(guided, plain)
+    again, _ = _texture(engine, tmp_path)
+    assert processors() == {"SlicedAttnProcessor"} and np.array_equal(again, plain)

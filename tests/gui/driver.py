@@ -136,7 +136,7 @@ def run_capability(name: str, spec: dict[str, Any]) -> Iterator[float]:
     entry["sidebar"] = rect(region, window)
     entry["viewport"] = rect(area, window)
     # A long run: seen mid-job, then cancelled with the panel's own Cancel button.
-    apply_steps(name, spec["cancel_steps"])
+    apply_steps(name, spec["cancel_steps"], spec.get("cancel_setting"))
     park_mouse()
     yield from redraw()
     entry["idle"] = screenshot(f"{name}-idle")
@@ -175,7 +175,7 @@ def run_capability(name: str, spec: dict[str, Any]) -> Iterator[float]:
     entry["cancelled"] = screenshot(f"{name}-cancelled")
 
     # A short run to the end: the result in the scene and in the viewport.
-    apply_steps(name, spec["steps"])
+    apply_steps(name, spec["steps"], spec.get("setting"))
     entry["done_invoke"] = sorted(press(spec["operator"]))
     job = latest_job()
     yield from wait_for(lambda: job.finished, spec.get("timeout", 300), f"{name}: the job to end")
@@ -188,8 +188,11 @@ def run_capability(name: str, spec: dict[str, Any]) -> Iterator[float]:
     entry["done"] = screenshot(f"{name}-done")
 
 
-def apply_steps(name: str, steps: int) -> None:
-    getattr(bpy.context.scene.scene_diffusion, name).steps = steps  # each capability's settings group
+def apply_steps(name: str, steps: int, setting: list[Any] | None = None) -> None:
+    settings = getattr(bpy.context.scene.scene_diffusion, name)  # each capability's settings group
+    settings.steps = steps
+    if setting:  # [name, value]: what else makes the run long enough to be caught mid-job
+        setattr(settings, setting[0], setting[1])
 
 
 def select_only(*objects: Any) -> None:

@@ -33,8 +33,10 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "render": {"operator": "scene_diffusion.render_controlnet", "size": 256, "steps": 8, "cancel_steps": 200},
     "project": {"operator": "scene_diffusion.project_texture", "size": 256, "steps": 8, "cancel_steps": 200},
     # Shap-E and Marigold report steps but no step previews (the backend sends previews for SD pipelines).
+    # The tiny Shap-E prior runs its 200 steps within a second or two: the cancel run also extracts its surface
+    # on a finer grid (seconds), so a screenshot and the Cancel click still catch it running.
     "mesh": {"operator": "scene_diffusion.image_to_mesh", "size": 64, "steps": 8, "cancel_steps": 200,
-             "preview": False},
+             "cancel_setting": ["frame_size", 256], "setting": ["frame_size", 64], "preview": False},
     "pbr": {"operator": "scene_diffusion.derive_pbr", "size": 256, "steps": 4, "cancel_steps": 200,
             "preview": False},
 }
