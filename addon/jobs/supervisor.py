@@ -364,9 +364,12 @@ class Supervisor:
             job.state, job.error, job.sent, job.accepted = QUEUED, None, True, True
             try:
                 record = jobfolder.read_job(job.job_dir)
-                record.pop("error", None)
-                record.pop("ended", None)
-                jobfolder.write_job(job.job_dir, {**record, "status": jobfolder.RUNNING})
+                # Done: the job finished while we were away and its Files came first, so the server's job.json
+                # is already merged in (the download's progress can reach us before the Result): keep it.
+                if record.get("status") != jobfolder.DONE:
+                    record.pop("error", None)
+                    record.pop("ended", None)
+                    jobfolder.write_job(job.job_dir, {**record, "status": jobfolder.RUNNING})
             except (OSError, ValueError):
                 pass
             return True

@@ -82,7 +82,12 @@ class FlakyProxy:
                     target.sendall(data[: max(0, limit - carried)])
                     with self._lock:
                         self.drops += 1
-                    break
+                    # The receiver gets every byte up to the cut, then the end of the stream; the sender a reset.
+                    # A reset on the receiver's side would throw away what it had not read yet, which makes where
+                    # the cut lands depend on how busy the machine is. The other pump resets both when it ends.
+                    _end_stream(target)
+                    _reset(source)
+                    return
                 target.sendall(data)
                 carried += len(data)
                 if upstream:
@@ -92,6 +97,13 @@ class FlakyProxy:
             pass
         _reset(source)
         _reset(target)
+
+
+def _end_stream(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 def _reset(sock: socket.socket) -> None:

@@ -253,6 +253,38 @@ def test_a_dropped_connection_reattaches_and_collects_the_result(server, known, 
         proxy.close()
 
 
+def test_a_job_that_finished_while_the_connection_was_down_is_collected_as_done(server, known, tmp_path):
+    """The reattach's first answer is then the job's Files and Result: the merged server record (done) must
+    not be marked running again."""
+    proxy = FlakyProxy(server.port)
+    sup = supervisor_mod.Supervisor(lambda: _config(f"127.0.0.1:{proxy.port}", server.token, known))
+    try:
+        job = _texture_job(tmp_path, steps=40, preview_every=0)
+        sup.submit(job)
+        _wait_running(sup, job)
+        proxy.drop_all()
+        cut = time.monotonic()
+        while not job.finished and time.monotonic() - cut < 5:
+            sup.tick()
+            time.sleep(0.1)
+        assert job.state == supervisor_mod.FAILED and sup.detached_jobs() == [job]
+        deadline = time.monotonic() + 120  # no ticks (no reconnect) until the server has finished it
+        while not any(jobfolder.read_job(p.parent).get("status") == "done"
+                      for p in server.root.glob(f"jobs/*/*{job.id}/job.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        deadline = time.monotonic() + 120
+        while job.state != supervisor_mod.DONE and time.monotonic() < deadline:
+            sup.tick()
+            time.sleep(0.1)
+        assert job.state == supervisor_mod.DONE, job.error
+        record = jobfolder.read_job(job.job_dir)
+        assert record["status"] == "done" and "error" not in record and record["ended"] > record["started"]
+        assert (job.job_dir / "outputs" / "texture.png").is_file()
+    finally:
+        sup.stop()
+        proxy.close()
+
+
 def test_a_job_still_running_after_a_drop_is_followed_again_after_the_reattach(server, known, tmp_path):
     proxy = FlakyProxy(server.port)
     address = f"127.0.0.1:{proxy.port}"
