@@ -9,6 +9,8 @@ ended; in the UI they return at once and the result lands on a timer tick.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .jobs import service
@@ -18,14 +20,31 @@ from .scene_import.pbr import find_maps
 
 
 def generate_texture(prompt: str, objects: list[str] | None = None, with_material: bool = True,
-                     **settings: Any) -> Job:
-    """Same as the operator; ``settings`` are TextureParams fields (width, seed, seamless_x...).
-    Raises contract ParamError before starting anything when a value is out of range."""
-    from ..contract.tasks import TextureParams
+                     loras: Sequence[tuple[str, float]] = (), reference: str = "", **settings: Any) -> Job:
+    """Same as the operator; ``settings`` are TextureParams fields (width, seed, seamless_x, scheduler...).
+    ``loras``: (LoRA .safetensors file, weight) pairs; ``reference``: an image file guiding the style
+    (IP-Adapter, strength ``reference_strength``). Raises contract ParamError before starting anything when a
+    value is out of range or a file is missing."""
+    from ..contract.tasks import ParamError, TextureParams, lora_input, reference_input
 
-    params = TextureParams(prompt=prompt, **settings)
+    lora_params = [{"file": lora_input(index, Path(file).name), "weight": float(weight), "name": Path(file).name}
+                   for index, (file, weight) in enumerate(loras)]
+    files = [(Path(file), lora["file"]) for (file, _weight), lora in zip(loras, lora_params, strict=True)]
+    if reference:
+        files.append((Path(reference), reference_input(Path(reference).suffix)))
+    missing = [str(path) for path, _relative in files if not path.is_file()]
+    if missing:
+        raise ParamError(f"no such file: {', '.join(missing)}")
+    params = TextureParams(prompt=prompt, loras=lora_params, reference=files[-1][1] if reference else "",
+                           **settings)
     on_result = texture.applier(prompt, list(objects or []), with_material)
-    return service.submit(params, on_result=on_result)
+    job_dir = service.new_job_folder(params.task)
+    try:
+        service.place_inputs(job_dir, files)
+    except OSError:
+        service.discard_job_folder(job_dir)
+        raise
+    return service.submit(params, on_result=on_result, job_dir=job_dir)
 
 
 def backend_state() -> dict[str, Any]:

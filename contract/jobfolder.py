@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -66,6 +66,18 @@ def temp_path_for(path: str | os.PathLike[str]) -> Path:
     keep the real extension so format detection by suffix still works."""
     path = Path(path)
     return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:6]}.tmp{path.suffix}")
+
+
+def place_inputs(job_dir: str | os.PathLike[str], files: Sequence[tuple[Path, str]]) -> None:
+    """Put each (file, job-relative path) in the job folder: a hard link where the file system allows one (LoRAs
+    and checkpoints weigh hundreds of MB), else a copy. OSError when neither works."""
+    for source, relative in files:
+        target = Path(job_dir) / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:  # another drive, FAT, a share without links: copy
+            shutil.copyfile(source, target)
 
 
 def create_job(root: str | os.PathLike[str], task: str, request: dict[str, Any],

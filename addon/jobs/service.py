@@ -7,7 +7,6 @@ job to its end before returning, through the same supervisor code the timer uses
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -72,9 +71,7 @@ def job_folder_with(task: str, files: Sequence[tuple[Path, str]]) -> Path:
     the backend reads only its job folder. A failed copy leaves no folder behind and raises OSError."""
     job_dir = new_job_folder(task)
     try:
-        for source, relative in files:
-            (job_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, job_dir / relative)
+        place_inputs(job_dir, files)
     except OSError:
         discard_job_folder(job_dir)
         raise
@@ -82,15 +79,9 @@ def job_folder_with(task: str, files: Sequence[tuple[Path, str]]) -> Path:
 
 
 def place_inputs(job_dir: Path, files: Sequence[tuple[Path, str]]) -> None:
-    """Put each artist's file in ``job_dir`` at its job-relative path: a hard link where the file system allows
-    one (LoRAs weigh hundreds of MB), else a copy. OSError when neither works; the caller discards the folder."""
-    for source, relative in files:
-        target = job_dir / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(source, target)
-        except OSError:  # another drive, FAT, a share without links: copy
-            shutil.copyfile(source, target)
+    """Put each artist's file in ``job_dir`` at its job-relative path (linked or copied); OSError when that
+    fails: the caller discards the folder."""
+    jobfolder.place_inputs(job_dir, files)
 
 
 def discard_job_folder(job_dir: Path) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ...contract import jobfolder
+
 FILE_NAME = "user_models.json"
 FORMAT = 1
 FAMILIES = ("auto", "sd15", "sdxl")
@@ -46,7 +48,5 @@ def write(path: Path, checkpoints: tuple[Entry, ...]) -> str | None:
         unchanged = False
     if not unchanged:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(path)
+        jobfolder.atomic_write_text(path, text)
     return str(path)

@@ -4,7 +4,6 @@ task's dataclass (``arguments.add_fields``), run in this process with a progress
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import threading
@@ -229,41 +228,25 @@ def parse_lora(text: str) -> tuple[Path, float]:
 
 def _with_model_options(params: TaskParams, prepare: Prepare | None,
                         args: argparse.Namespace) -> tuple[TaskParams, Prepare]:
-    pairs: list[tuple[Path, Path]] = []
+    pairs: list[tuple[Path, str]] = []
     loras = []
     for index, text in enumerate(args.lora):
         path, weight = parse_lora(text)
         _existing(path, "LoRA file")
         relative = lora_input(index, path.name)
         loras.append({"file": relative, "weight": weight, "name": path.name})
-        pairs.append((path, Path(relative)))
+        pairs.append((path, relative))
     changes: dict[str, Any] = {"loras": loras}
     if args.reference is not None:
         source = _existing(args.reference, "reference image")
         changes["reference"] = reference_input(source.suffix)
-        pairs.append((source, Path(changes["reference"])))
-    placed = _link_or_copy(pairs)
-
+        pairs.append((source, changes["reference"]))
     def both(job_dir: Path) -> None:
         if prepare is not None:
             prepare(job_dir)
-        placed(job_dir)
+        jobfolder.place_inputs(job_dir, pairs)  # LoRAs: hard-linked where the file system allows
 
     return params.replace(**changes), both
-
-
-def _link_or_copy(pairs: list[tuple[Path, Path]]) -> Prepare:
-    """Like _copy, but a hard link where the file system allows one: LoRAs are hundreds of megabytes."""
-    def prepare(job_dir: Path) -> None:
-        for source, relative in pairs:
-            target = job_dir / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(source, target)
-            except OSError:
-                shutil.copy(source, target)
-
-    return prepare
 
 
 COMMANDS = {

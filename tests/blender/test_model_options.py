@@ -243,3 +243,22 @@ def test_panels_draw_the_model_options_and_memory_mode(addon, clean_scene, monke
     addon.panels.backend.SCENE_DIFFUSION_PT_backend.draw(SimpleNamespace(layout=RecordingLayout(calls)),
                                                          bpy.context)
     assert "Memory: 8 GB: model offload + VAE tiling" in [c[2].get("text") for c in calls if c[0] == "label"]
+
+
+def test_the_script_api_takes_lora_files_and_a_reference_image(addon, clean_scene, lora_file, tmp_path):
+    api = importlib.import_module(f"{addon.__name__}.addon.api")
+    reference = tmp_path / "swatch.png"
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(reference)
+    job = api.generate_texture("mossy stones", width=64, height=64, steps=2, seed=3, scheduler="unipc",
+                               loras=[(str(lora_file), 0.5)], reference=str(reference))
+    record = jobfolder.read_job(job.job_dir)
+    assert record["status"] == "done", record.get("error")
+    assert record["request"]["loras"] == [{"file": "inputs/loras/00-Style_A.safetensors", "weight": 0.5,
+                                           "name": "Style A.safetensors"}]
+    assert record["request"]["reference"] == "inputs/reference.png"
+    assert (job.job_dir / "inputs" / "reference.png").read_bytes() == reference.read_bytes()
+    assert record["options"]["scheduler"] == "unipc"
+    before = len(_jobs(addon))
+    with pytest.raises(ValueError, match="no such file"):
+        api.generate_texture("x", loras=[(str(tmp_path / "gone.safetensors"), 1.0)])
+    assert len(_jobs(addon)) == before  # refused before any job folder
