@@ -35,6 +35,9 @@ _CHUNK = 1 << 20
 DIGEST_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".json", ".txt", ".model", ".yaml")
 
 
+_LFS_BLOB = re.compile(r"[0-9a-f]{64}")  # (small files' blobs carry their 40-digit git hash instead)
+
+
 def digests_path() -> Path:
     root = os.environ.get(ENV_CACHE)
     base = Path(root) if root else Path.home() / ".cache" / "scene-diffusion"
@@ -56,6 +59,10 @@ class _DigestCache:
             pass
 
     def digest(self, file: Path) -> str:
+        blob = file.resolve()
+        if blob.parent.name == "blobs" and _LFS_BLOB.fullmatch(blob.name):
+            # The Hugging Face cache names each LFS file's blob by its SHA-256: nothing to read, even once.
+            return blob.name
         stat = file.stat()  # follows symlinks: a snapshot link and its blob are one entry
         key = f"{stat.st_dev}:{stat.st_ino}"
         known = self.entries.get(key)

@@ -197,3 +197,27 @@ def test_record_for(tmp_path: Path) -> None:
     remote = ModelSpec("hub", "owner/model", "sdxl", "text_to_image", licence="openrail++")
     assert record_for("text_to_image", remote, None).as_json()["sha256"] == ""
     assert record_for("text_to_image", remote, None).licence == "openrail++"
+
+
+def test_a_hugging_face_blob_is_named_by_its_sha256_and_not_read(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    content = b"weights of a downloaded model"
+    blobs = tmp_path / "models--owner--name" / "blobs"
+    blobs.mkdir(parents=True)
+    blob = blobs / hashlib.sha256(content).hexdigest()
+    blob.write_bytes(content)
+    snapshot = tmp_path / "models--owner--name" / "snapshots" / "abc123" / "unet"
+    snapshot.mkdir(parents=True)
+    (snapshot / "diffusion_pytorch_model.safetensors").symlink_to(blob)
+    small = blobs / ("1" * 40)  # a small file's blob: its git hash, so read as usual
+    small.write_text("{}")
+    (snapshot / "config.json").symlink_to(small)
+
+    def unread(path: Path) -> str:
+        if path.resolve() == blob:
+            raise AssertionError("the LFS blob was read")
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    monkeypatch.setattr(provenance, "_sha256", unread)
+    assert provenance.file_digest(snapshot / "diffusion_pytorch_model.safetensors") == blob.name
+    assert provenance.file_digest(snapshot / "config.json") == hashlib.sha256(b"{}").hexdigest()
