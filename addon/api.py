@@ -25,18 +25,18 @@ def generate_texture(prompt: str, objects: list[str] | None = None, with_materia
     ``loras``: (LoRA .safetensors file, weight) pairs; ``reference``: an image file guiding the style
     (IP-Adapter, strength ``reference_strength``). Raises contract ParamError before starting anything when a
     value is out of range or a file is missing."""
-    from ..contract.tasks import ParamError, TextureParams, lora_input, reference_input
+    from ..contract.tasks import LoraParams, ParamError, TextureParams, lora_input, reference_input
 
-    lora_params = [{"file": lora_input(index, Path(file).name), "weight": float(weight), "name": Path(file).name}
+    lora_params = [LoraParams(lora_input(index, Path(file).name), float(weight), Path(file).name)
                    for index, (file, weight) in enumerate(loras)]
-    files = [(Path(file), lora["file"]) for (file, _weight), lora in zip(loras, lora_params, strict=True)]
+    files = [(Path(file), lora.file) for (file, _weight), lora in zip(loras, lora_params, strict=True)]
+    reference_file = reference_input(Path(reference).suffix) if reference else ""
     if reference:
-        files.append((Path(reference), reference_input(Path(reference).suffix)))
+        files.append((Path(reference), reference_file))
     missing = [str(path) for path, _relative in files if not path.is_file()]
     if missing:
         raise ParamError(f"no such file: {', '.join(missing)}")
-    params = TextureParams(prompt=prompt, loras=lora_params, reference=files[-1][1] if reference else "",
-                           **settings)
+    params = TextureParams(prompt=prompt, loras=lora_params, reference=reference_file, **settings)
     on_result = texture.applier(prompt, list(objects or []), with_material)
     job_dir = service.new_job_folder(params.task)
     try:

@@ -12,6 +12,7 @@ bpy and numpy only (what the root's Blender has).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -204,7 +205,16 @@ def select_only(*objects: Any) -> None:
 def setup_texture(spec: dict[str, Any]) -> None:
     settings = bpy.context.scene.scene_diffusion.texture
     settings.prompt, settings.width, settings.height = "weathered red bricks", spec["size"], spec["size"]
+    # Model Options open, with the tiny LoRA and a sampler: the texture jobs run with them, as an artist sets them.
+    settings.options.show, settings.options.scheduler = True, "euler_a"
+    lora = Path(os.environ["SCENE_DIFFUSION_MODELS"]) / "loras" / "sd15-style-a.safetensors"
+    bpy.ops.scene_diffusion.add_lora(target="texture", filepath=str(lora), weight=0.8)
     select_only(bpy.data.objects["Cube"])
+
+
+def job_request() -> dict[str, Any]:
+    """What the latest job asked for (its job.json request)."""
+    return dict(json.loads((latest_job().job_dir / "job.json").read_text(encoding="utf-8"))["request"])
 
 
 def setup_render(spec: dict[str, Any]) -> None:
@@ -259,7 +269,8 @@ def show_render() -> dict[str, Any]:
 SETUPS = {"texture": setup_texture, "render": setup_render, "project": setup_project, "mesh": setup_mesh,
           "pbr": setup_pbr}
 RESULTS: dict[str, Callable[[], Any]] = {
-    "texture": lambda: {"cube_images": cube_images()},
+    "texture": lambda: {"cube_images": cube_images(), "loras": [lora["name"] for lora in job_request()["loras"]],
+                        "scheduler": job_request()["scheduler"]},
     "render": show_render,
     "project": lambda: {"cube_images": cube_images()},
     "mesh": lambda: {"objects": sorted(o.name for o in bpy.data.objects),

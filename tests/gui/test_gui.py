@@ -130,6 +130,7 @@ def test_result_lands_in_the_scene_and_on_the_screen(gui_run: dict[str, Any], ca
     result = entry["result"]
     if capability == "texture":
         assert result["cube_images"]
+        assert result["loras"] == ["sd15-style-a.safetensors"] and result["scheduler"] == "euler_a"
     elif capability == "render":
         assert result["image"] == "Diffusion Render" and result["size"] == [256, 256]
     elif capability == "project":
