@@ -32,7 +32,7 @@ from .jobs.model_sizes import REGISTRY_FILE
 DEFAULT_SCHEDULER = "DEFAULT"  # Blender enums need a name; the contract's "" (the family's default)
 BUILTIN_MODELS = ("sd15", "sdxl")  # the built-in registry's text-to-image models
 TEXT_TO_IMAGE = "text_to_image"
-REFERENCE_INPUT = reference_input(".png")  # written as PNG whatever the image's own format
+REFERENCE_INPUT = reference_input(".npy")  # the image's pixels as Blender holds them (scene_export.pixels)
 
 
 def _scheduler_items() -> list[tuple[str, str, str]]:
@@ -109,9 +109,12 @@ class ModelOptionsSettings(bpy.types.PropertyGroup):
 
     def param_fields(self) -> dict[str, Any]:
         """Keyword arguments for a generating task's parameters (ModelOptions' fields)."""
+        from .scene_export.pixels import colorspace_of  # numpy: not at register time
+
         return dict(loras=[lora for _path, lora in self.lora_files()],
                     scheduler="" if self.scheduler == DEFAULT_SCHEDULER else self.scheduler,
                     reference=REFERENCE_INPUT if self.reference is not None else "",
+                    reference_colorspace=colorspace_of(self.reference) if self.reference is not None else "srgb",
                     reference_strength=_exact(self.reference_strength), commercial=commercial())
 
 

@@ -99,7 +99,8 @@ def prepare(ctx: JobContext, base: ModelSpec, params: ModelOptions) -> JobOption
         records.append({"role": "lora", "name": name, "sha256": digest, "weight": lora.weight,
                         "family": info.family or base.family, "licence": licence})
     if params.reference:
-        options.reference, options.strength = _reference_image(ctx, params.reference), params.reference_strength
+        options.reference = _reference_image(ctx, params.reference, params.reference_colorspace)
+        options.strength = params.reference_strength
         options.ip_spec, options.ip_folder = _ip_adapter(ctx, base)
         ctx.record_models(commercial=params.commercial, ip_adapter=options.ip_spec)
     if records:
@@ -109,24 +110,26 @@ def prepare(ctx: JobContext, base: ModelSpec, params: ModelOptions) -> JobOption
     return options
 
 
-def _reference_image(ctx: JobContext, relative: str) -> np.ndarray:
+def _reference_image(ctx: JobContext, relative: str, colorspace: str) -> np.ndarray:
+    """H x W x 3 sRGB in [0, 1]: what a viewer shows is what the adapter sees."""
     from backend.imaging.color import linear_to_srgb
     from backend.imaging.exr import ExrError, read_exr
-    from backend.imaging.image_io import read_image
+    from backend.tasks.mesh import load_picture
 
     path = ctx.input(relative)
     if not path.is_file():
         raise invalid(f"the reference image is not in the job folder ({relative})", "submit the job again")
-    try:
-        if path.suffix.lower() == ".exr":  # scene-linear: the adapter sees what a viewer shows
-            layer = next(iter(read_exr(path).layers.values()))
-            image = np.clip(linear_to_srgb(layer[:, :, :3]), 0.0, 1.0)
-        else:
-            image = read_image(path)[:, :, :3]
-    except (OSError, ValueError, ExrError, StopIteration) as exc:
-        raise invalid(f"cannot read the reference image {relative}: {exc}",
-                      "use a PNG, JPEG or EXR image as the reference") from None
-    return np.ascontiguousarray(image, dtype=np.float32)
+    if path.suffix.lower() == ".exr":  # scene-linear
+        try:
+            image = linear_to_srgb(next(iter(read_exr(path).layers.values())))
+        except (OSError, ExrError, StopIteration) as exc:
+            raise invalid(f"cannot read the reference image {relative}: {exc}",
+                          "use a PNG, JPEG or EXR image as the reference") from None
+    else:  # PNG, JPEG ... or the .npy of a Blender image's pixels
+        image = load_picture(path, colorspace)
+    if image.shape[2] < 3:  # grey (+ alpha)
+        image = np.repeat(image[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(np.clip(image[:, :, :3], 0.0, 1.0), dtype=np.float32)
 
 
 def _ip_adapter(ctx: JobContext, base: ModelSpec) -> tuple[ModelSpec, Path]:

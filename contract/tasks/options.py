@@ -31,6 +31,7 @@ LORA_SUFFIX = ".safetensors"  # pickle LoRAs (.pt, .ckpt) can run code when load
 LORA_DIR = "inputs/loras"
 REFERENCE_STEM = "inputs/reference"
 MAX_REFERENCE_STRENGTH = 1.0
+REFERENCE_COLORSPACES = ("srgb", "linear")
 
 
 def lora_input(index: int, filename: str) -> str:
@@ -71,6 +72,8 @@ class ModelOptions(LicencePolicy):
     loras: list[LoraParams] = field(default_factory=list, kw_only=True)
     scheduler: str = field(default="", kw_only=True)  # one of SCHEDULERS; "": the family's default
     reference: str = field(default="", kw_only=True)  # job-relative style/reference image; "": none
+    # How a .npy reference's values are encoded (the add-on writes Blender images' pixels so); files say it themselves.
+    reference_colorspace: str = field(default="srgb", kw_only=True)
     reference_strength: float = field(default=0.6, kw_only=True)  # IP-Adapter scale
 
     def check_options(self) -> None:
@@ -90,6 +93,7 @@ class ModelOptions(LicencePolicy):
             raise ParamError("each LoRA file may appear once")
         if self.reference:
             relative("reference", self.reference)
+        choice("reference_colorspace", self.reference_colorspace, REFERENCE_COLORSPACES)
         if not 0.0 <= self.reference_strength <= MAX_REFERENCE_STRENGTH:
             raise ParamError(f"reference strength must be between 0 and {MAX_REFERENCE_STRENGTH:g}, "
                              f"got {self.reference_strength}")

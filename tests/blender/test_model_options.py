@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -108,10 +107,11 @@ def test_sampler_and_reference_image_reach_the_job(addon, clean_scene):
     assert jobfolder.read_job(job)["status"] == "done"
     request = jobfolder.read_job(job)["request"]
     assert request["scheduler"] == "euler_a"
-    assert request["reference"] == "inputs/reference.png" and request["reference_strength"] == pytest.approx(0.4)
-    png = np.asarray(Image.open(job / "inputs" / "reference.png"))
-    assert png.shape == (4, 8, 4)
-    assert tuple(png[3, 0]) == (255, 0, 0, 255) and tuple(png[0, 7]) == (0, 0, 255, 255)  # row 0 at the top
+    assert request["reference"] == "inputs/reference.npy" and request["reference_strength"] == pytest.approx(0.4)
+    assert request["reference_colorspace"] == "srgb"  # a byte image holds display-encoded values
+    written = np.load(job / "inputs" / "reference.npy")
+    assert written.shape == (4, 8, 4)
+    assert tuple(written[3, 0]) == (1.0, 0.0, 0.0, 1.0) and tuple(written[0, 7]) == (0.0, 0.0, 1.0, 1.0)  # top row 0
 
 
 def test_unreadable_reference_image_leaves_no_job_folder(addon, clean_scene, tmp_path):
@@ -130,15 +130,15 @@ def test_default_sampler_is_the_family_default(addon, clean_scene):
     assert params.scheduler == "" and params.reference == "" and params.loras == []
 
 
-def test_float_reference_is_written_srgb_encoded(addon):
-    model_inputs = importlib.import_module(f"{addon.__name__}.addon.model_inputs")
-    image = bpy.data.images.new("Linear Ref", 2, 1, float_buffer=True)
-    image.pixels.foreach_set(np.array([0.5, 0.5, 0.5, 1.0, 0.0, 1.0, 0.0, 1.0], dtype=np.float32))
-    target = Path(bpy.app.tempdir or "/tmp") / f"ref-{os.getpid()}.png"
-    model_inputs.write_image_png(image, target)
-    png = np.asarray(Image.open(target))
-    target.unlink()
-    assert tuple(png[0, 0]) == (188, 188, 188, 255) and tuple(png[0, 1]) == (0, 255, 0, 255)
+def test_a_float_reference_goes_as_scene_linear_and_the_job_lands(addon, clean_scene):
+    settings = _texture()
+    image = bpy.data.images.new("Linear Ref", 16, 16, float_buffer=True)
+    image.pixels.foreach_set(np.full(16 * 16 * 4, 0.5, dtype=np.float32))
+    settings.options.reference = image
+    assert bpy.ops.scene_diffusion.generate_texture() == {"FINISHED"}
+    record = jobfolder.read_job(_jobs(addon)[-1])
+    assert record["status"] == "done" and record["request"]["reference_colorspace"] == "linear"
+    assert record["models"]["ip_adapter"]["name"] == "ip-adapter-sd15-tiny"
 
 
 def test_commercial_work_goes_on_every_job(addon, clean_scene, prefs):
