@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 import bpy
@@ -18,14 +19,18 @@ def draw_model_options(layout: bpy.types.UILayout, options: Any, target: str) ->
     add = row.operator("scene_diffusion.add_lora", text="Add", icon="ADD")
     add.target = target
     for index, lora in enumerate(options.loras):
-        row = box.row(align=True)
+        # The path on a row of its own (the sidebar is narrow), the weight under it named by the file.
+        col = box.column(align=True)
+        row = col.row(align=True)
         row.prop(lora, "enabled", text="")
         sub = row.row(align=True)
         sub.active = lora.enabled
         sub.prop(lora, "filepath", text="")
-        sub.prop(lora, "weight", text="")
         remove = row.operator("scene_diffusion.remove_lora", text="", icon="X")
         remove.target, remove.index = target, index
+        weight = col.row(align=True)
+        weight.active = lora.enabled
+        weight.prop(lora, "weight", text=PurePath(lora.filepath).stem or "Weight")
     box.prop(options, "scheduler")
     box.template_ID(options, "reference", open="image.open")
     row = box.row()
