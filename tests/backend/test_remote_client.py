@@ -191,6 +191,14 @@ def test_a_changed_certificate_is_refused_before_the_token_is_sent(server, known
     assert known_mod.pinned(known, server.address) == sup.client.fingerprint
 
 
+def _tick_while(sup, keep_going, seconds: float) -> None:
+    """Tick the supervisor as Blender's timer would while ``keep_going()``, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while keep_going() and time.monotonic() < deadline:
+        sup.tick()
+        time.sleep(0.1)
+
+
 def _wait_running(sup, job, limit=120.0):
     deadline = time.monotonic() + limit
     while job.step == 0 and time.monotonic() < deadline:
@@ -231,17 +239,11 @@ def test_a_dropped_connection_reattaches_and_collects_the_result(server, known, 
         sup.submit(job)
         _wait_running(sup, job)
         proxy.drop_all()
-        cut = time.monotonic()
-        while not job.finished and time.monotonic() - cut < 5:
-            sup.tick()
-            time.sleep(0.1)
+        _tick_while(sup, lambda: not job.finished, 5)
         assert job.state == supervisor_mod.FAILED and "lost the connection" in job.error.message
         assert sup.detached_jobs() == [job]
         # No submit: tick() reconnects after a few seconds and attaches; the job comes back and ends.
-        deadline = time.monotonic() + 120
-        while job.state != supervisor_mod.DONE and time.monotonic() < deadline:
-            sup.tick()
-            time.sleep(0.1)
+        _tick_while(sup, lambda: job.state != supervisor_mod.DONE, 120)
         assert job.state == supervisor_mod.DONE, job.error
         assert landed == ["outputs/texture.png"] and (job.job_dir / landed[0]).is_file()
         record = jobfolder.read_job(job.job_dir)
@@ -263,19 +265,13 @@ def test_a_job_that_finished_while_the_connection_was_down_is_collected_as_done(
         sup.submit(job)
         _wait_running(sup, job)
         proxy.drop_all()
-        cut = time.monotonic()
-        while not job.finished and time.monotonic() - cut < 5:
-            sup.tick()
-            time.sleep(0.1)
+        _tick_while(sup, lambda: not job.finished, 5)
         assert job.state == supervisor_mod.FAILED and sup.detached_jobs() == [job]
         deadline = time.monotonic() + 120  # no ticks (no reconnect) until the server has finished it
         while not any(jobfolder.read_job(p.parent).get("status") == "done"
                       for p in server.root.glob(f"jobs/*/*{job.id}/job.json")) and time.monotonic() < deadline:
             time.sleep(0.1)
-        deadline = time.monotonic() + 120
-        while job.state != supervisor_mod.DONE and time.monotonic() < deadline:
-            sup.tick()
-            time.sleep(0.1)
+        _tick_while(sup, lambda: job.state != supervisor_mod.DONE, 120)
         assert job.state == supervisor_mod.DONE, job.error
         record = jobfolder.read_job(job.job_dir)
         assert record["status"] == "done" and "error" not in record and record["ended"] > record["started"]
