@@ -10,13 +10,13 @@ import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from ..addon import preferences
+from ..contract.model_sources import CHECKPOINT_SUFFIXES
 from ..contract.tasks import MAX_LORAS
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
 TARGETS = [("texture", "Texture", ""), ("render", "Render", ""), ("project", "Project Texture", "")]
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 
 
 def _options(context: bpy.types.Context, target: str) -> Any:

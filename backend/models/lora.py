@@ -63,6 +63,7 @@ class LoraInfo:
     width: int | None  # cross-attention input width of its UNet layers, when it has any
     parts: tuple[str, ...]  # of "unet", "text_encoder", "text_encoder_2"
     layers: int  # LoRA layers (down matrices) in the file
+    licence: str = ""  # as its metadata states it (the ModelSpec convention's ``modelspec.license``)
 
 
 def inspect_lora(path: str | Path, known_widths: dict[int, str] | None = None, name: str = "") -> LoraInfo:
@@ -91,7 +92,8 @@ def inspect_lora(path: str | Path, known_widths: dict[int, str] | None = None, n
     width = _cross_width(header, downs)
     widths = {**STANDARD_WIDTHS, **(known_widths or {})}
     family = "sdxl" if "text_encoder_2" in parts else widths.get(width) if width is not None else None
-    return LoraInfo(file, label, family, width, parts, len(downs))
+    licence = header.metadata.get("modelspec.license", "").strip()
+    return LoraInfo(file, label, family, width, parts, len(downs), licence)
 
 
 def base_width(folder: str | Path) -> int | None:

@@ -92,12 +92,11 @@ def prepare(ctx: JobContext, base: ModelSpec, params: ModelOptions) -> JobOption
                           "the add-on or the command line puts LoRA files there; submit the job again")
         info = inspect_lora(path, widths, name=name)
         check_lora(info, base.family, base.name)
-        licence = lora_licence(path)
-        check_commercial(f"LoRA '{name}'", licence, params.commercial)
+        check_commercial(f"LoRA '{name}'", info.licence, params.commercial)
         digest = file_digest(path)
         options.loras.append(LoraFile(path=path, weight=lora.weight, key=digest, name=name))
         records.append({"role": "lora", "name": name, "sha256": digest, "weight": lora.weight,
-                        "family": info.family or base.family, "licence": licence})
+                        "family": info.family or base.family, "licence": info.licence})
     if params.reference:
         options.reference = _reference_image(ctx, params.reference, params.reference_colorspace)
         options.strength = params.reference_strength
@@ -164,16 +163,6 @@ def known_widths(registry: Registry) -> dict[int, str]:
         if width is not None:
             widths.setdefault(width, spec.family)
     return widths
-
-
-def lora_licence(path: Path) -> str:
-    """The licence a LoRA's own metadata states (the ModelSpec convention's ``modelspec.license``), else ""."""
-    from backend.models.safetensors_header import HeaderError, read_header
-
-    try:
-        return read_header(path).metadata.get("modelspec.license", "").strip()
-    except HeaderError:
-        return ""  # inspect_lora has already said what is wrong with the file
 
 
 def controlnet_pipeline(ctx: JobContext, options: JobOptions, base: ModelSpec, controls: list[ModelSpec],
