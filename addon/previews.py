@@ -9,7 +9,7 @@ import bpy
 import bpy.utils.previews
 
 _collection: Any = None
-_current: dict[str, int] = {}  # job id -> icon id of its latest preview
+_current: dict[str, str] = {}  # job id -> key (file path) of its latest loaded preview
 
 
 def update(job_id: str, path: Path | None) -> None:
@@ -19,13 +19,27 @@ def update(job_id: str, path: Path | None) -> None:
     if _collection is None:
         _collection = bpy.utils.previews.new()
     key = str(path)
+    if key == _current.get(job_id):
+        return
     if key not in _collection:
         _collection.load(key, key, "IMAGE")
-    _current[job_id] = _collection[key].icon_id
+    # Reading the size loads the picture now (BKE_previewimg_ensure). Otherwise Blender loads it in the
+    # background and draws an empty icon meanwhile: with a new file every step the box would flicker
+    # blank, so the panel keeps the previous step until this one has pixels.
+    if tuple(_collection[key].image_size) == (0, 0):
+        del _collection[key]
+        return
+    previous = _current.get(job_id)
+    _current[job_id] = key
+    if previous is not None and previous in _collection:
+        del _collection[previous]  # one icon per job, not one per step
 
 
 def icon(job_id: str) -> int:
-    return _current.get(job_id, 0)
+    key = _current.get(job_id)
+    if _collection is None or key is None or key not in _collection:
+        return 0
+    return int(_collection[key].icon_id)
 
 
 def clear() -> None:
