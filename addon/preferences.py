@@ -84,6 +84,11 @@ class SceneDiffusionPreferences(bpy.types.AddonPreferences):
     job_retention: IntProperty(  # type: ignore[valid-type]
         name="Jobs to Keep", default=50, min=1, soft_max=500,
         description="Finished job folders kept on disk; older ones are deleted")
+    prewarm: BoolProperty(  # type: ignore[valid-type]
+        name="Start the Backend Early", default=True,
+        description="Start the local backend in the background when a Scene Diffusion panel is first shown or "
+                    "a .blend file is opened, and load the Texture panel's model when memory allows, so the "
+                    "first Generate does not wait for them. Does nothing with a remote backend")
     handshake_timeout: FloatProperty(  # type: ignore[valid-type]
         name="Start Timeout", default=120.0, min=1.0, soft_max=600.0, unit="TIME_ABSOLUTE",
         description="Seconds to wait for a starting backend before giving up")
@@ -142,6 +147,7 @@ class SceneDiffusionPreferences(bpy.types.AddonPreferences):
         col.prop(self, "vram_budget")
         col.prop(self, "commercial_work")
         col.prop(self, "job_retention")
+        col.prop(self, "prewarm")
         col.prop(self, "handshake_timeout")
 
 

@@ -14,11 +14,15 @@ import logging
 import os
 import sys
 import threading
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from backend import __version__
 from backend.scheduler import CancelOutcome, DuplicateJob, Scheduler
 from contract import framing, messages
+
+if TYPE_CHECKING:
+    from backend.models.families import ModelSpec
+    from backend.runner import Engine
 
 log = logging.getLogger("backend.server")
 
@@ -63,6 +67,8 @@ class Server:
             self.send(self.scheduler.status(LOCAL))
         elif isinstance(message, messages.Release):
             self.scheduler.request_release(LOCAL, self.send)
+        elif isinstance(message, messages.Preload):
+            preload(self, message)
         elif isinstance(message, messages.Shutdown):
             return False
         else:
@@ -124,3 +130,83 @@ def serve(device: str = "auto", precision: str = "auto", registry: str | None = 
     server.send(messages.Bye())
     out.close()
     return 0
+
+
+# Preload: the model a panel names, loaded while the artist is still typing (the add-on's "Start the backend
+# early" preference). Weight files count twice: fp16 files load as fp32 on a CPU, and loading holds both copies.
+_PRELOAD_LOADERS = {"text_to_image": "text_to_image", "intrinsics": "marigold", "normals": "marigold",
+                    "image_to_3d": "image_to_3d"}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
+
+
+def preload(server: Server, request: messages.Preload) -> None:
+    """Load ``request``'s model on the worker, answered by Status. Only when no job runs or waits and nothing
+    is loaded, so a preload never unloads a warm model or delays work; refusals and failures are logged only.
+
+    It rides on the scheduler's release request, whose answer the worker sends between jobs: releasing an
+    empty cache frees nothing, and a job that arrives during the load waits for it instead of racing it."""
+    scheduler, engine = server.scheduler, server.scheduler.engine
+    status = scheduler.status(LOCAL)
+    busy = engine is None or status.state != "idle" or bool(status.queued or status.loaded)
+    if busy:
+        log.info("preload of %s skipped: the backend is busy or has models loaded", request.model or request.role)
+        server.send(status)
+        return
+    assert engine is not None
+
+    def load(_released: messages.Message) -> None:  # the sink of the release request, on the worker thread
+        try:
+            spec = engine.registry.resolve(request.role, request.model or None)
+            loader = _PRELOAD_LOADERS.get(spec.kind)
+            refusal = _preload_refusal(engine, spec) if loader else f"a {spec.kind} model is not preloaded"
+            if refusal or loader is None:
+                log.info("preload of %s skipped: %s", spec.name, refusal)
+            else:
+                getattr(engine.models, loader)(spec)
+                log.info("preloaded %s", spec.name)
+        except Exception as exc:  # noqa: BLE001 - a failed preload is the first job's business, not a crash
+            engine.models.release()
+            log.warning("preload of %s failed: %s", request.model or request.role, exc)
+        server.send(scheduler.status(LOCAL))
+
+    scheduler.request_release(LOCAL, load)
+
+
+def _preload_refusal(engine: Engine, spec: ModelSpec) -> str:
+    """Why ``spec`` should not be loaded ahead of a job ("" when it may): not on disk (a preload never
+    downloads), or less free memory where its weights go than twice their size on disk."""
+    from backend.models.registry import locate
+
+    found = locate(spec)
+    if found is None:
+        return "it is not on this computer (a preload never downloads)"
+    files = [found] if found.is_file() else [f for f in found.rglob("*") if f.suffix in _WEIGHT_SUFFIXES]
+    need = 2 * sum(f.stat().st_size for f in files)
+    free = _free_memory(engine)
+    if free is not None and need > free:
+        return f"{need / 2**30:.1f} GB needed, {free / 2**30:.1f} GB free on {engine.device}"
+    return ""
+
+
+def _free_memory(engine: Engine) -> int | None:
+    """Free bytes where pipelines load: the card's memory on CUDA (unless the plan offloads to the CPU), else
+    the system's available memory; None when unknown."""
+    offloads = engine.memory is not None and engine.memory.offloads
+    if engine.device.startswith("cuda") and not offloads:
+        import torch
+
+        try:
+            return int(torch.cuda.mem_get_info(torch.device(engine.device))[0])
+        except (RuntimeError, AssertionError, ValueError):
+            return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

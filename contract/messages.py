@@ -72,6 +72,18 @@ class Release:
 
 
 @dataclass(frozen=True)
+class Preload:
+    """Load the model ``model`` (empty: the registry's default for ``role``) before a job asks for it, so the
+    artist's first job skips the load. Taken only while the backend is idle with nothing loaded and memory
+    allows; answered by Status either way (``loaded`` says whether it happened). A refusal or failure is only
+    logged by the backend: the first job then loads the model as it always did."""
+
+    role: str
+    model: str = ""
+    type: str = "preload"
+
+
+@dataclass(frozen=True)
 class Shutdown:
     type: str = "shutdown"
 
@@ -272,11 +284,11 @@ class Bye:
     type: str = "bye"
 
 
-Message = (Submit | Cancel | StatusRequest | Release | Shutdown | Auth | Attach | Ping | UploadStart | Chunk
+Message = (Submit | Cancel | StatusRequest | Release | Preload | Shutdown | Auth | Attach | Ping | UploadStart | Chunk
            | Download | Handshake | Accepted | Progress | Result | Cancelled | Error | Status | Bye | Files
            | Pong | UploadOffset | Stored | FileData)
 
-REQUESTS: tuple[type, ...] = (Submit, Cancel, StatusRequest, Release, Shutdown, Auth, Attach, Ping,
+REQUESTS: tuple[type, ...] = (Submit, Cancel, StatusRequest, Release, Preload, Shutdown, Auth, Attach, Ping,
                               UploadStart, Chunk, Download)
 REPLIES: tuple[type, ...] = (Handshake, Accepted, Progress, Result, Cancelled, Error, Status, Bye, Files,
                              Pong, UploadOffset, Stored, FileData)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bpy
 
+from ..addon.jobs import service
 from ..contract.tasks import MeshParams
 from .job_status import draw_job, draw_seed, latest_job
 
@@ -17,6 +18,7 @@ class SCENE_DIFFUSION_PT_mesh(bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context: bpy.types.Context) -> None:
+        service.schedule_prewarm()
         layout = self.layout
         assert layout is not None
         settings = context.scene.scene_diffusion.mesh

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import bpy
 
+from ..addon.jobs import service
 from ..contract.tasks import ExportMapsParams, ImportMapsParams, PbrParams
 from .job_status import draw_job, latest_job
 
 
 def draw_pbr(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    service.schedule_prewarm()
     settings = context.scene.scene_diffusion.pbr
     layout.use_property_split = True
     layout.use_property_decorate = False

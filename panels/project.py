@@ -7,6 +7,7 @@ from typing import Any
 
 import bpy
 
+from ..addon.jobs import service
 from ..contract.tasks import ProjectImageParams, ProjectTextureParams
 from .job_status import draw_job, draw_seed, latest_job
 from .model_options import draw_model_options
@@ -21,6 +22,7 @@ class SCENE_DIFFUSION_PT_project(bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context: bpy.types.Context) -> None:
+        service.schedule_prewarm()
         layout = self.layout
         assert layout is not None
         scene: Any = context.scene

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from ..addon import render_animation
+from ..addon.jobs import service
 from ..contract.tasks import RenderParams
 from .job_status import draw_job, draw_seed, latest_job
 from .model_options import draw_model_options
@@ -18,6 +19,7 @@ class SCENE_DIFFUSION_PT_render(bpy.types.Panel):
     bl_category = "Diffusion"
 
     def draw(self, context: bpy.types.Context) -> None:
+        service.schedule_prewarm()
         layout = self.layout
         assert layout is not None
         settings = context.scene.scene_diffusion.render

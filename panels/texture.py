@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bpy
 
+from ..addon.jobs import service
 from ..contract.tasks import TextureParams
 from .job_status import draw_job, draw_seed, latest_job
 from .model_options import draw_model_options
@@ -17,6 +18,7 @@ class SCENE_DIFFUSION_PT_texture(bpy.types.Panel):
     bl_category = "Diffusion"
 
     def draw(self, context: bpy.types.Context) -> None:
+        service.schedule_prewarm()  # a one-shot timer starts the backend early
         settings = context.scene.scene_diffusion.texture
         layout = self.layout
         assert layout is not None

@@ -14,10 +14,11 @@ from pathlib import Path
 import bpy
 
 from ...contract import jobfolder
+from ...contract import messages as msg
 from ...contract.tasks import TaskOutputs, TaskParams
 from .. import paths, preferences, previews
 from . import user_models
-from .client import LaunchConfig
+from .client import BackendClient, LaunchConfig
 from .remote import RemoteConfig
 from .supervisor import Applied, Job, Supervisor
 
@@ -30,6 +31,8 @@ _supervisor: Supervisor | None = None
 blocking: bool | None = None
 _file_generation = 0  # bumped on every file load: results never land in another file
 connection_report: list[str] = []  # what the last Test Connection found, for the preferences
+_prewarm_asked = False  # a panel drew or a file loaded since the last prewarm try: draw() checks only this
+_preload: msg.Preload | None = None  # sent once the prewarmed backend's handshake is in
 
 
 def launch_config() -> LaunchConfig | RemoteConfig:
@@ -126,7 +129,9 @@ def is_blocking() -> bool:
 
 def _tick() -> float | None:
     sup = supervisor()
-    if sup.tick():
+    changed = sup.tick()
+    _send_preload(sup)
+    if changed:
         for job in sup.active_jobs():
             previews.update(job.id, job.preview)
         tag_redraw()
@@ -139,6 +144,62 @@ def _tick() -> float | None:
 def ensure_ticking() -> None:
     if not bpy.app.background and not bpy.app.timers.is_registered(_tick):
         bpy.app.timers.register(_tick, first_interval=BUSY_INTERVAL, persistent=True)
+
+
+# -- prewarm: the backend (and the Texture panel's model) ready before the first Generate ------------------
+
+
+def schedule_prewarm() -> None:
+    """Called from the panels' draw() (so it must stay cheap) and on file load: a one-shot timer starts the
+    backend, since nothing may start inside draw(). Background scripts start it with their first job."""
+    global _prewarm_asked
+    if _prewarm_asked or is_blocking():
+        return
+    _prewarm_asked = True
+    if not bpy.app.timers.is_registered(prewarm_now):
+        bpy.app.timers.register(prewarm_now, first_interval=0.0)
+
+
+def prewarm_now() -> None:
+    """The timer's work: with the preference on and a local backend, start it and ask for the Texture panel's
+    model once it is up. A start that fails is printed; the first job reports it as it always did."""
+    global _preload
+    if not preferences.get().prewarm or preferences.is_remote():
+        return
+    sup = supervisor()
+    if sup.client is not None or sup.active_jobs():
+        return  # already running, or a job got there first
+    try:
+        sup.ensure_started()
+    except (OSError, ValueError) as exc:
+        print(f"Scene Diffusion: the backend did not start early: {exc}")
+        return
+    texture = getattr(getattr(bpy.context.scene, "scene_diffusion", None), "texture", None)
+    _preload = msg.Preload("text_to_image", getattr(texture, "model", "").strip())
+    ensure_ticking()
+
+
+def _send_preload(sup: Supervisor) -> None:
+    """Send the pending preload once the handshake is in; drop it when a job came first or the backend went."""
+    global _preload
+    request = _preload
+    if request is None or (sup.client is not None and sup.handshake is None):
+        return
+    _preload = None
+    if sup.active_jobs() or not isinstance(sup.client, BackendClient):
+        return
+    try:
+        sup.client.send(request)
+    except OSError:
+        pass  # a dead backend is noticed by tick()
+
+
+@bpy.app.handlers.persistent
+def _on_load_post(*_args: object) -> None:
+    global _prewarm_asked
+    if bpy.data.filepath:  # a .blend the artist opened, not the startup file
+        _prewarm_asked = False
+        schedule_prewarm()
 
 
 def connect() -> Supervisor:
@@ -185,12 +246,17 @@ def last_job_dir() -> Path | None:
 
 def register() -> None:
     bpy.app.handlers.load_pre.append(_on_load_pre)
+    bpy.app.handlers.load_post.append(_on_load_post)
     atexit.register(shutdown)
 
 
 def unregister() -> None:
     if _on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_on_load_pre)
+    if _on_load_post in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(_on_load_post)
+    if bpy.app.timers.is_registered(prewarm_now):
+        bpy.app.timers.unregister(prewarm_now)
     if bpy.app.timers.is_registered(_tick):
         bpy.app.timers.unregister(_tick)
     atexit.unregister(shutdown)

@@ -10,6 +10,7 @@ from contract import messages
     messages.Cancel("a1"),
     messages.StatusRequest(),
     messages.Release(),
+    messages.Preload("text_to_image", "sd15"),
     messages.Shutdown(),
     messages.Handshake(1, "0.1.0", "cpu", "fp32", {"torch": "2"}, 42),
     messages.Accepted("a1", 2),
