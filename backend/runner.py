@@ -91,43 +91,50 @@ def _run(engine: Engine, submit: messages.Submit, job_dir: Path, send: Send,
     try:
         output = get_task(submit.task)(ctx, params)
     except JobCancelled:
-        _finish(job_dir, started, jobfolder.CANCELLED)
+        _finish(job_dir, started, jobfolder.CANCELLED, ctx.take_timings())
         log.info("job %s cancelled", submit.id)
         return messages.Cancelled(submit.id)
     except TaskError as exc:
-        return _fail(job_dir, started, submit.id, exc.code, exc.message, exc.hint)
+        return _fail(job_dir, started, submit.id, exc.code, exc.message, exc.hint, ctx.take_timings())
     except Exception as exc:  # noqa: BLE001 - any failure must become a message, not a dead backend
         log.error("job %s failed:\n%s", submit.id, traceback.format_exc())
         if is_out_of_memory(exc):
+            from backend.projection.surface import clear_surface_cache
+
             engine.models.release()
+            clear_surface_cache()
             from backend.diffusion.memory import oom_hint
 
             advice = oom_hint(engine.memory) if engine.memory is not None else (
                 "lower the width and height, generate fewer images at once, or choose fp16 precision")
             return _fail(job_dir, started, submit.id, messages.OUT_OF_MEMORY,
                          f"out of memory on {engine.device}",
-                         f"{advice}; the backend released its models and keeps running")
+                         f"{advice}; the backend released its models and keeps running", ctx.take_timings())
         return _fail(job_dir, started, submit.id, messages.INTERNAL, f"{type(exc).__name__}: {exc}",
-                     f"the traceback is in {job_dir / jobfolder.LOG_FILE}")
+                     f"the traceback is in {job_dir / jobfolder.LOG_FILE}", ctx.take_timings())
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
     files, info = output.files(), output.info()
-    _finish(job_dir, started, jobfolder.DONE, outputs=files, info=info)
+    speedups = engine.models.speedups()  # provenance of speed: what the models ran with on CUDA
+    _finish(job_dir, started, jobfolder.DONE, ctx.take_timings(), outputs=files, info=info,
+            **({"backend": {"speedups": speedups}} if speedups else {}))
     log.info("job %s done in %.2f s", submit.id, time.time() - started)
     return messages.Result(submit.id, files, info)
 
 
-def _finish(job_dir: Path, started: float, status: str, **fields: object) -> None:
+def _finish(job_dir: Path, started: float, status: str, timings: dict[str, float] | None = None,
+            **fields: object) -> None:
+    """The job's last job.json update: its status, end, run time and the task's timings not yet written."""
     ended = time.time()
     jobfolder.update_job(job_dir, status=status, ended=ended,
-                         timings={"run_s": round(ended - started, 3)}, **fields)
+                         timings={**(timings or {}), "run_s": round(ended - started, 3)}, **fields)
 
 
 def _fail(job_dir: Path, started: float, job_id: str, code: str, message: str,
-          hint: str) -> messages.Error:
+          hint: str, timings: dict[str, float] | None = None) -> messages.Error:
     log.error("job %s failed: %s (%s)", job_id, message, code)
-    _finish(job_dir, started, jobfolder.FAILED, error={"code": code, "message": message, "hint": hint})
+    _finish(job_dir, started, jobfolder.FAILED, timings, error={"code": code, "message": message, "hint": hint})
     return messages.Error(job_id, code, message, hint)
 
 

@@ -16,7 +16,6 @@ import argparse
 import importlib
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from backend import __version__  # noqa: E402
 from devtools import extension  # noqa: E402
-from devtools.tiny_models import tiny_folder  # noqa: E402
+from devtools.bench_models import registry_for_bench  # noqa: E402
 
 
 def build_scene(bpy, index: int) -> None:  # type: ignore[no-untyped-def]
@@ -48,11 +47,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
 
-    registry = os.environ.get("SCENE_DIFFUSION_MODELS")
-    if not registry:
-        registry = str(tiny_folder(ROOT, __version__))
-        if not (Path(registry) / "registry.json").is_file():
-            subprocess.run([sys.executable, "-m", "backend", "models", "make-tiny", registry], cwd=ROOT, check=True)
+    registry = registry_for_bench(ROOT, __version__)
     os.environ.update(SCENE_DIFFUSION_MODELS=registry, HF_HUB_OFFLINE="1")
     os.environ.setdefault("SCENE_DIFFUSION_BACKEND_PYTHON", sys.executable)
     extension.prepare_user_dir(Path(tempfile.mkdtemp(prefix="scene_diffusion_bench_")))

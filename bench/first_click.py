@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from backend import __version__  # noqa: E402
 from devtools import extension  # noqa: E402
-from devtools.tiny_models import tiny_folder  # noqa: E402
+from devtools.bench_models import registry_for_bench  # noqa: E402
 
 POLL_S = 0.02
 LIMIT_S = 300.0
@@ -119,11 +119,7 @@ def main() -> int:
         args.mode = args.child
         return child(args)
 
-    registry = os.environ.get("SCENE_DIFFUSION_MODELS")
-    if not registry:
-        registry = str(tiny_folder(ROOT, __version__))
-        if not (Path(registry) / "registry.json").is_file():
-            subprocess.run([sys.executable, "-m", "backend", "models", "make-tiny", registry], cwd=ROOT, check=True)
+    registry = registry_for_bench(ROOT, __version__)
     os.environ.update(SCENE_DIFFUSION_MODELS=registry, HF_HUB_OFFLINE="1")
     os.environ.setdefault("SCENE_DIFFUSION_BACKEND_PYTHON", sys.executable)
     zip_path = extension.build(Path(tempfile.mkdtemp()))

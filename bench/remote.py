@@ -35,8 +35,8 @@ from extension_package import import_addon_module  # noqa: E402
 
 from backend import __version__  # noqa: E402
 from contract import jobfolder  # noqa: E402
+from devtools.bench_models import registry_for_bench  # noqa: E402
 from devtools.remote_server import RemoteServer  # noqa: E402
-from devtools.tiny_models import tiny_folder  # noqa: E402
 
 supervisor_mod = import_addon_module("addon.jobs.supervisor")
 client_mod = import_addon_module("addon.jobs.client")
@@ -127,9 +127,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=2048)
     args = parser.parse_args()
 
-    registry = os.environ.get("SCENE_DIFFUSION_MODELS") or str(tiny_folder(ROOT, __version__))
-    if not (Path(registry) / "registry.json").is_file() and not Path(registry).is_file():
-        subprocess.run([sys.executable, "-m", "backend", "models", "make-tiny", registry], cwd=ROOT, check=True)
+    registry = registry_for_bench(ROOT, __version__)
     os.environ["HF_HUB_OFFLINE"] = "1"
     work = Path(tempfile.mkdtemp(prefix="scene_diffusion_bench_remote_"))
     server = RemoteServer(work / "tls", Path(registry), "--max-upload-mb", "4096")

@@ -274,49 +274,63 @@ class OurInputs:
     mesh: Any  # contract.formats.surface.BakeMesh
     views: list[Any]  # backend.projection.bake.BakeView, one per camera
     export_seconds: float  # the evaluated mesh through the add-on's exporter
-    depth_seconds: float  # the depth passes, all views (Cycles, 1 sample)
+    depth_seconds: float  # the pass renders, all views (``engine``, 1 sample)
 
 
 def our_inputs(addon: ModuleType | str, obj: Any, cameras: Sequence[Any], sources: Sequence[np.ndarray], *,
-               resolution: tuple[int, int], uv_map: str = UV_MAP, folder: Path | None = None) -> OurInputs:
+               resolution: tuple[int, int], uv_map: str = UV_MAP, folder: Path | None = None,
+               engine: str = "CYCLES") -> OurInputs:
     """What the add-on hands the backend for a projection: the object's evaluated mesh in world space
     (``addon/scene_export/project.surface``), and per camera its ``camera_info`` and a depth pass rendered by
-    ``addon/passes.render_passes`` at ``resolution``; ``sources[i]`` is the image projected from
-    ``cameras[i]``. ``addon``: the installed add-on's module (or its name)."""
-    from backend.imaging.passes import find_passes, require_passes
+    ``addon/passes.render_passes`` at ``resolution`` with ``engine``; ``sources[i]`` is the image projected
+    from ``cameras[i]``. ``addon``: the installed add-on's module (or its name)."""
     from backend.projection.bake import BakeView
 
     name = addon if isinstance(addon, str) else addon.__name__
     bake_export = importlib.import_module(f"{name}.addon.scene_export.project")
-    passes = importlib.import_module(f"{name}.addon.scene_export.passes")
-    scene = bpy.context.scene
-    width, height = resolution
-
     start = time.perf_counter()
     with bake_export.render_evaluation(bpy.context, [obj]) as depsgraph:
         mesh = bake_export.surface(obj, depsgraph, uv_map)
     export_seconds = time.perf_counter() - start
+    depths, depth_seconds, infos = depth_passes(addon, cameras, resolution=resolution, folder=folder, engine=engine)
+    views = [BakeView(camera=info, image=np.asarray(source, np.float32), depth=depth, name=camera.name)
+             for camera, source, depth, info in zip(cameras, sources, depths, infos, strict=True)]
+    return OurInputs(mesh, views, export_seconds, depth_seconds)
 
-    views = []
+
+def depth_passes(addon: ModuleType | str, cameras: Sequence[Any], *, resolution: tuple[int, int],
+                 folder: Path | None = None, engine: str = "CYCLES") -> tuple[list[np.ndarray], float, list[Any]]:
+    """Per camera the depth pass ``addon/passes.render_passes`` renders with ``engine`` (1 sample: Cycles'
+    samples, Workbench without anti-aliasing) at ``resolution``: (depths, seconds of the renders alone,
+    camera infos). The scene's camera is restored."""
+    from backend.imaging.passes import find_passes, require_passes
+
+    name = addon if isinstance(addon, str) else addon.__name__
+    passes = importlib.import_module(f"{name}.addon.scene_export.passes")
+    scene = bpy.context.scene
+    width, height = resolution
+    depths, infos = [], []
     original_camera = scene.camera
-    depth_seconds = 0.0
+    seconds = 0.0
     with tempfile.TemporaryDirectory(prefix="projection_passes_", dir=folder) as tmp:
         try:
-            for index, (camera, source) in enumerate(zip(cameras, sources, strict=True)):
+            for index, camera in enumerate(cameras):
                 inputs = Path(tmp) / f"view{index}"
                 inputs.mkdir()
                 scene.camera = camera
                 start = time.perf_counter()
-                path = passes.render_passes(scene, inputs, width, height)
-                depth_seconds += time.perf_counter() - start
+                # Workbench as the add-on renders depth-only views: one sample per pixel.
+                path = passes.render_passes(scene, inputs, width, height, engine=engine,
+                                            antialias=engine != "BLENDER_WORKBENCH")
+                seconds += time.perf_counter() - start
                 found = find_passes(read_exr(path))
                 require_passes(found, {"depth"}, str(path))
-                info = passes.camera_info(scene, camera, width, height)
-                views.append(BakeView(camera=info, image=np.asarray(source, np.float32), depth=found.depth,
-                                      name=camera.name))
+                assert found.depth is not None  # require_passes checked it
+                depths.append(found.depth)
+                infos.append(passes.camera_info(scene, camera, width, height))
         finally:
             scene.camera = original_camera
-    return OurInputs(mesh, views, export_seconds, depth_seconds)
+    return depths, seconds, infos
 
 
 # --- measuring ------------------------------------------------------------------------------------------------------

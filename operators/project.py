@@ -106,7 +106,9 @@ class SCENE_DIFFUSION_OT_project_texture(bpy.types.Operator):
                      if settings.views == "AUTO" else nullcontext(cameras))
             with views as chosen:  # temporary cameras are removed here, whatever happens
                 view_names.extend(c.name for c in chosen)
-                project.export_views(scene, job_dir / "inputs", chosen, params.width, params.height)
+                # Only a normal control reads the Normal pass: without it the passes render depth-only (Workbench)
+                project.export_views(scene, job_dir / "inputs", chosen, params.width, params.height,
+                                     normal=params.normal_weight > 0)
 
         try:
             files.write(job_dir)

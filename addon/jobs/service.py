@@ -99,7 +99,7 @@ def submit(params: TaskParams, on_result: Callable[[Job, TaskOutputs], Applied |
     sup = supervisor()
     if job_dir is None:
         job_dir = new_job_folder(params.task)
-    jobfolder.update_job(job_dir, request=params.to_dict())
+    record = jobfolder.update_job(job_dir, request=params.to_dict())
     generation = _file_generation
 
     def apply(job: Job, outputs: TaskOutputs) -> Applied | None:
@@ -113,12 +113,14 @@ def submit(params: TaskParams, on_result: Callable[[Job, TaskOutputs], Applied |
                 print(f"Scene Diffusion: no undo step for job {job.id}: {exc}")
         return applied
 
-    job = Job(jobfolder.read_job(job_dir)["id"], job_dir, params, on_result=apply, on_finish=on_finish)
+    job = Job(record["id"], job_dir, params, on_result=apply, on_finish=on_finish)
     sup.submit(job)
     if is_blocking():
         sup.run_until_done(job)
-    elif not bpy.app.timers.is_registered(_tick):
-        bpy.app.timers.register(_tick, first_interval=BUSY_INTERVAL, persistent=True)
+    else:  # tick soon: an idle timer may be up to IDLE_INTERVAL away, and a short job ends within a few ticks
+        if bpy.app.timers.is_registered(_tick):
+            bpy.app.timers.unregister(_tick)
+        bpy.app.timers.register(_tick, first_interval=sup.tick_interval(BUSY_INTERVAL), persistent=True)
     tag_redraw()
     return job
 
@@ -136,7 +138,7 @@ def _tick() -> float | None:
             previews.update(job.id, job.preview)
         tag_redraw()
     if sup.active_jobs():
-        return BUSY_INTERVAL
+        return sup.tick_interval(BUSY_INTERVAL)
     # Jobs a lost server may still hold keep the timer alive: tick() reconnects every few seconds.
     return IDLE_INTERVAL if sup.client is not None or sup.detached_jobs() else None
 

@@ -38,6 +38,8 @@ from .job import (  # noqa: F401  (the job's names, re-exported: callers know th
 from .remote import RemoteClient, RemoteConfig
 
 RETRY_INTERVAL = 3.0  # seconds between reconnect attempts while jobs wait for a lost server
+QUICK_INTERVAL = 0.01  # seconds between timer ticks while a result may be near (see tick_interval)
+QUICK_AFTER_SUBMIT = 0.25  # seconds of quick ticks after a submit: a short job ends inside them
 LOST = "connection_lost"
 
 Client = BackendClient | RemoteClient
@@ -80,6 +82,16 @@ class Supervisor:
     def detached_jobs(self) -> list[Job]:
         """Failed by a lost connection, maybe still on the server: a reconnect may bring them back."""
         return [self.jobs[i] for i in self._detached if i in self.jobs]
+
+    def tick_interval(self, busy: float) -> float:
+        """When the window's timer should tick next while jobs run: ``busy``, or QUICK_INTERVAL while a result may
+        be near: in the first QUICK_AFTER_SUBMIT seconds of a job (a short one ends there), and once a job has
+        reported its last step (only decoding and writing files remain). A result is then applied within about
+        10 ms instead of up to ``busy`` later; the quick ticks are cheap and last only those short phases."""
+        now = time.monotonic()
+        quick = any(now - j.submitted < QUICK_AFTER_SUBMIT or (j.state == RUNNING and j.total and j.step >= j.total)
+                    for j in self.active_jobs())
+        return min(busy, QUICK_INTERVAL) if quick else busy
 
     def current_job(self) -> Job | None:
         """The running job, else the newest one (finished or not)."""

@@ -73,8 +73,9 @@ def camera_info(scene: bpy.types.Scene, camera: bpy.types.Object, width: int, he
 
 
 def pass_render_settings(scene: bpy.types.Scene, stem: Path, width: int, height: int, engine: str,
-                         samples: int) -> list[tuple[Any, str, Any]]:
-    """What a pass render changes, in the order it must be set (and restored)."""
+                         samples: int, antialias: bool = True) -> list[tuple[Any, str, Any]]:
+    """What a pass render changes, in the order it must be set (and restored). ``antialias`` off: Workbench
+    renders one sample per pixel (its Z is the pixel centre's either way)."""
     render = scene.render
     settings = render.image_settings
     view_layer = bpy.context.view_layer
@@ -97,13 +98,17 @@ def pass_render_settings(scene: bpy.types.Scene, stem: Path, width: int, height:
         (cycles if engine == "CYCLES" else None, "samples", samples),
         (cycles if engine == "CYCLES" else None, "use_denoising", False),
         (getattr(scene, "eevee", None) if engine == "BLENDER_EEVEE" else None, "taa_render_samples", samples),
+        (getattr(scene, "display", None) if engine == "BLENDER_WORKBENCH" and not antialias else None,
+         "render_aa", "OFF"),
     ]
 
 
 def render_passes(scene: bpy.types.Scene, inputs: Path, width: int, height: int,
-                  engine: str = "CYCLES", samples: int = 1, frame: int | None = None) -> Path:
+                  engine: str = "CYCLES", samples: int = 1, frame: int | None = None,
+                  antialias: bool = True) -> Path:
     """Render Combined + Z + Normal from the scene's camera into ``inputs/passes.exr``
-    (multilayer EXR) and the camera, as it is at that frame, into ``inputs/camera.json``."""
+    (multilayer EXR) and the camera, as it is at that frame, into ``inputs/camera.json``.
+    Workbench writes no Normal; with ``antialias`` off it renders one sample per pixel."""
     from ...contract.formats.camera import write_camera
 
     out_path = inputs / PASSES_FILE
@@ -112,7 +117,7 @@ def render_passes(scene: bpy.types.Scene, inputs: Path, width: int, height: int,
         raise PassRenderError("the scene has no active camera: add one and make it active (Ctrl+Numpad 0)")
     stem = out_path.with_suffix("")
     original_frame = scene.frame_current
-    with overridden(*pass_render_settings(scene, stem, width, height, engine, samples)):
+    with overridden(*pass_render_settings(scene, stem, width, height, engine, samples, antialias)):
         try:
             if frame is not None:
                 scene.frame_set(frame)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 VIEWS_FILE = "views.json"  # in inputs/; the paths it holds are relative to inputs/
 AUTO_VIEW_NAME = "Projection View"
+DEPTH_ONLY_ENGINE = "BLENDER_WORKBENCH"  # views whose Normal pass no task reads
 FIT_MARGIN = 1.1  # automatic views: the bounding sphere fills the narrower side of the frame, less 10 %
 
 
@@ -203,10 +204,17 @@ def render_size(scene: bpy.types.Scene) -> tuple[int, int]:
 
 
 def export_views(scene: bpy.types.Scene, inputs: Path, cameras: Sequence[bpy.types.Object], width: int,
-                 height: int, image: bpy.types.Image | None = None) -> Path:
-    """Render the passes (Depth, Normal) from every camera into ``inputs/views/NN/passes.exr`` and write
+                 height: int, image: bpy.types.Image | None = None, normal: bool | None = None) -> Path:
+    """Render the passes from every camera into ``inputs/views/NN/passes.exr`` and write
     ``inputs/views.json``. With ``image`` (project_image) it is saved once, before anything renders, and
-    every view projects it. The scene's camera is restored afterwards, whatever happens."""
+    every view projects it. The scene's camera is restored afterwards, whatever happens.
+
+    ``normal``: whether the job reads the Normal pass (the normal control); None: not with ``image``
+    (projecting an image reads Depth alone), yes otherwise. Without it the passes render with Workbench
+    at one sample per pixel (``DEPTH_ONLY_ENGINE``): the same planar Z as Cycles (pinned by
+    tests/blender/test_passes_blender.py), 2.5-4x faster here, but no Normal pass."""
+    with_normal = image is None if normal is None else normal
+    engine = "CYCLES" if with_normal else DEPTH_ONLY_ENGINE
     from ...contract.formats.views import ViewEntry, write_views
     from . import pixels
 
@@ -222,7 +230,7 @@ def export_views(scene: bpy.types.Scene, inputs: Path, cameras: Sequence[bpy.typ
             folder = f"views/{index:02d}"
             (inputs / folder).mkdir(parents=True, exist_ok=True)
             scene.camera = camera
-            passes.render_passes(scene, inputs / folder, width, height)
+            passes.render_passes(scene, inputs / folder, width, height, engine=engine, antialias=with_normal)
             views.append(ViewEntry(camera.name, passes.camera_info(scene, camera, width, height),
                                    f"{folder}/{passes.PASSES_FILE}", image_path, colorspace))
     finally:

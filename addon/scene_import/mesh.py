@@ -54,6 +54,15 @@ def _set(mesh: Any, attribute: str, key: str, legacy: Any, legacy_key: str, valu
         legacy.foreach_set(legacy_key, values)
 
 
+def loop_starts(face_sizes: np.ndarray) -> np.ndarray:
+    """First corner of each face, as unsigned 32-bit: Blender 5.0 copies such a buffer into
+    ``loop_start`` in one go (1 ms for 1M faces) but walks an int32 one face by face (70-95 ms).
+    Same values either way: the starts are below the int32 corner count."""
+    starts = np.zeros(len(face_sizes), dtype=np.int32)
+    np.cumsum(face_sizes[:-1], out=starts[1:])
+    return starts.view(np.uint32)
+
+
 def build_mesh(name: str, vertices: np.ndarray, face_sizes: np.ndarray, face_vertices: np.ndarray,
                colors: np.ndarray | None) -> bpy.types.Mesh:
     """A new mesh datablock from arrays, checked first (``MeshArrays.check``: foreach_set takes indices on trust)."""
@@ -66,9 +75,7 @@ def build_mesh(name: str, vertices: np.ndarray, face_sizes: np.ndarray, face_ver
     mesh.loops.add(len(face_vertices))
     _set(mesh, ".corner_vert", "value", mesh.loops, "vertex_index", face_vertices)
     mesh.polygons.add(len(face_sizes))
-    starts = np.zeros(len(face_sizes), dtype=np.int32)
-    np.cumsum(face_sizes[:-1], out=starts[1:])
-    mesh.polygons.foreach_set("loop_start", starts)  # sizes follow from consecutive starts
+    mesh.polygons.foreach_set("loop_start", loop_starts(face_sizes))  # sizes follow from consecutive starts
     if colors is not None:
         attribute: Any = mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
         attribute.data.foreach_set("color", np.ascontiguousarray(colors, dtype=np.float32).ravel())

@@ -15,11 +15,14 @@ plan there keeps only the mode's VAE tiling and attention slicing, which lower p
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from backend.errors import TaskError
 from contract import messages
+
+log = logging.getLogger(__name__)
 
 VRAM_BUDGETS = ("auto", "high", "12gb", "8gb", "6gb")
 BUDGET_LABELS = {"high": "High", "12gb": "12 GB", "8gb": "8 GB", "6gb": "6 GB"}
@@ -104,9 +107,11 @@ def apply_memory_plan(pipeline: Any, plan: MemoryPlan, device: str) -> Any:
 
     Offload hooks move each model to the device when it runs (diffusers + accelerate), so an offloaded
     pipeline stays on the CPU here. A bare model (a ControlNetModel) has no offload of its own: it is moved
-    with ``.to``; a ControlNet pipeline built from offloaded parts should get this plan again.
+    with ``.to``; a ControlNet pipeline built from offloaded parts should get this plan again. On CUDA the speed
+    settings (backend/diffusion/speedups.py) are applied first.
     """
     offload = plan.offloads and device.split(":")[0] not in ("cpu", "mps")
+    _speed_up(pipeline, plan, device, offload)
     if offload and plan.sequential_offload and hasattr(pipeline, "enable_sequential_cpu_offload"):
         pipeline.enable_sequential_cpu_offload(device=device)
     elif offload and hasattr(pipeline, "enable_model_cpu_offload"):
@@ -119,6 +124,19 @@ def apply_memory_plan(pipeline: Any, plan: MemoryPlan, device: str) -> Any:
     if plan.attention_slicing and hasattr(pipeline, "enable_attention_slicing"):
         pipeline.enable_attention_slicing()
     return pipeline
+
+
+def _speed_up(pipeline: Any, plan: MemoryPlan, device: str, offload: bool) -> None:
+    """The CUDA speed settings (backend/diffusion/speedups.py; nothing off CUDA), before placing: offload hooks
+    keep copies of the weights as they are then. What was applied is logged and kept on the pipeline."""
+    from backend.diffusion.speedups import APPLIED_ATTR, Speedups, applied_speedups, apply_speedups
+
+    applied = apply_speedups(pipeline, device, getattr(pipeline, "dtype", None), Speedups.from_env(),
+                             sequential_offload=offload and plan.sequential_offload,
+                             memory_saving=plan.offloads or plan.vae_tiling or plan.attention_slicing)
+    if applied:
+        log.info("speedups on %s for %s: %s", device, type(pipeline).__name__, ", ".join(applied))
+        setattr(pipeline, APPLIED_ATTR, [*applied_speedups(pipeline), *applied])
 
 
 def oom_hint(plan: MemoryPlan) -> str:

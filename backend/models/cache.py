@@ -241,6 +241,13 @@ class PipelineCache:
         """Names of the loaded models: pipelines and ControlNets, in loading order."""
         return list(self._loaded)
 
+    def speedups(self) -> list[str]:
+        """The CUDA speed settings the loaded models run with (backend/diffusion/speedups.py; [] off CUDA)."""
+        from backend.diffusion.speedups import applied_speedups
+
+        found = [name for item in self._loaded.values() for name in applied_speedups(item.pipeline)]
+        return list(dict.fromkeys(found))
+
     def release(self) -> None:
         self._drop(lambda s: True)
 

@@ -44,6 +44,14 @@ def digests_path() -> Path:
     return base / DIGESTS_FILE
 
 
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 class _DigestCache:
     """The JSON file of known digests: "dev:ino" -> [size, mtime_ns, sha256]; loaded once, saved atomically."""
 
@@ -51,6 +59,7 @@ class _DigestCache:
         self.path = digests_path()
         self.entries: dict[str, list[Any]] = {}
         self.changed = False
+        self.state = _file_state(self.path)  # what was read: another process's save changes it
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and data.get("format") == _CACHE_FORMAT and isinstance(data.get("files"), dict):
@@ -82,9 +91,23 @@ class _DigestCache:
             with os.fdopen(handle, "w", encoding="utf-8") as out:
                 json.dump({"format": _CACHE_FORMAT, "files": self.entries}, out)
             os.replace(temp, self.path)  # readers see the old file or the new one, never half of one
+            self.state = _file_state(self.path)
         except OSError as exc:  # a read-only home: digests still work, just uncached
             log.warning("cannot write the digest cache %s: %s", self.path, exc)
         self.changed = False
+
+
+_loaded: _DigestCache | None = None
+
+
+def _digest_cache() -> _DigestCache:
+    """The digest cache, kept in memory between jobs: read again only when its file changed on disk (another
+    process saved, or the cache folder moved), so a job's provenance costs a stat, not a JSON parse."""
+    global _loaded
+    path = digests_path()
+    if _loaded is None or _loaded.path != path or _loaded.state != _file_state(path):
+        _loaded = _DigestCache()
+    return _loaded
 
 
 def _sha256(file: Path) -> str:
@@ -105,7 +128,7 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     file = Path(path)
     if not file.is_file():
         raise _missing(file)
-    cache = _DigestCache()
+    cache = _digest_cache()
     digest = cache.digest(file)
     cache.save()
     return digest
@@ -122,7 +145,7 @@ def model_digest(path: str | os.PathLike[str]) -> str:
     files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
                    if p.suffix.lower() in DIGEST_SUFFIXES and p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    cache = _DigestCache()
+    cache = _digest_cache()
     total = hashlib.sha256()
     for relative, file in files:
         total.update(f"{relative}\0{cache.digest(file)}\n".encode())

@@ -1,8 +1,9 @@
 """Project images from cameras onto one object's UV map: blend the views, fill what none saw, pad the islands.
 
 Steps (all numpy / OpenCV, no Blender):
-1. ``surface``: rasterize the object's triangles in UV space (``backend.projection.uv_raster``) and interpolate
-   the world position and normal of every covered texel from the evaluated mesh's corners.
+1. ``surface`` (``backend.projection.surface``): rasterize the object's triangles in UV space and interpolate
+   the world position and normal of every covered texel from the evaluated mesh's corners; cached by the
+   mesh's content, so the later bakes of sequential generation reuse it.
 2. For every view (``view_samples``): project those positions into the camera (``backend.projection.camera``),
    keep the texels the view really sees (frame, clip range, facing, depth pass), and sample the view's image
    bilinearly there (a texel is seen when its depth matches the depth pass at the pixel it lands in, within
@@ -31,25 +32,31 @@ Conventions
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import cv2
 import numpy as np
 
-from backend.projection.camera import Projection, facing, project, sample, slack
-from backend.projection.fill import fill_holes, pad_islands
-from backend.projection.uv_raster import UVRaster, rasterize_uv
+from backend.projection.camera import (
+    Projection,
+    facing,
+    map_subset,
+    pixel_map,
+    project,
+    remap_points,
+    sample,
+    slack,
+)
+from backend.projection.fill import PaddingPlan, apply_padding, fill_holes, pad_islands, padding_plan
+from backend.projection.surface import CHUNK, Surface, in_chunks, surface
 from contract.formats.camera import CameraInfo
 from contract.formats.surface import BakeMesh
 from contract.tasks import MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE
 
 EDGE_WEIGHT = 1e-3  # weight factor of samples that straddle a depth discontinuity
 BORDER_FEATHER = 0.02  # fraction of the frame over which a view's weight ramps up from its edges
-_T = TypeVar("_T")
-CHUNK = 1 << 18  # texels handled at once: each temporary array of a chunk is 1 MB, not 16
 
 
 class BakeError(ValueError):
@@ -78,17 +85,6 @@ class BakeSettings:
 
 
 @dataclass
-class Surface:
-    """An object's texels with the world position and unit normal at each texel centre."""
-
-    raster: UVRaster
-    positions: np.ndarray  # 3 x N float32 (rows x, y, z: one array per axis keeps every step element-wise)
-    normals: np.ndarray  # 3 x N float32, unit length
-    corner_positions: np.ndarray  # T x 3 x 3 float32: the mesh's triangles, for culling whole triangles
-    corner_normals: np.ndarray  # T x 3 x 3 float32
-
-
-@dataclass
 class BakeResult:
     texture: np.ndarray  # size x size x 4 float32 (see the module docstring)
     seen: np.ndarray  # size x size bool: texels at least one view saw
@@ -100,41 +96,6 @@ class BakeResult:
     def seen_fraction(self) -> float:
         covered = int(self.island.sum())
         return float((self.seen & self.island).sum()) / covered if covered else 0.0
-
-
-def surface(mesh: BakeMesh, size: int) -> Surface:
-    raster = rasterize_uv(mesh.uvs, size)
-    count = len(raster.triangles)
-    positions = np.empty((3, count), dtype=np.float32)
-    normals = np.empty((3, count), dtype=np.float32)
-    corner_positions = [[np.ascontiguousarray(mesh.corner_positions[:, k, axis]) for axis in range(3)]
-                        for k in range(3)]
-    corner_normals = [[np.ascontiguousarray(mesh.normals[:, k, axis]) for axis in range(3)] for k in range(3)]
-
-    def fill(first: int) -> None:
-        part = slice(first, min(first + CHUNK, count))
-        triangles, bary = raster.triangles[part], raster.bary[part]
-        weights = [np.ascontiguousarray(bary[:, k]) for k in range(3)]
-        for out, corners in ((positions, corner_positions), (normals, corner_normals)):
-            for axis in range(3):  # barycentric interpolation: exact on a flat triangle
-                out[axis, part] = sum(np.take(corners[k][axis], triangles) * weights[k] for k in range(3))
-        n = normals[:, part]
-        n /= np.maximum(np.sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]), np.float32(1e-12))
-
-    _in_chunks(fill, count)
-    return Surface(raster, positions, normals, mesh.corner_positions, mesh.normals)
-
-
-def _in_chunks(work: Callable[[int], _T], count: int) -> list[_T]:
-    """``work(first)`` for first = 0, CHUNK, 2 CHUNK, ... < count, on two threads (numpy and OpenCV release the
-    GIL). Chunks keep the temporaries of every element-wise step at a few MB: 4 views over 4.2 M texels on one
-    thread took 0.80 s in chunks of 2^14 texels, 0.56 s of 2^16, 0.51 s of 2^18, 0.67 s of 2^20. Each chunk
-    writes only its own slice of the outputs, so the threads never write the same memory."""
-    starts = range(0, count, CHUNK)
-    if len(starts) <= 1:
-        return [work(first) for first in starts]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(work, starts))
 
 
 def _depth_corners(depth: np.ndarray) -> np.ndarray:
@@ -163,9 +124,9 @@ def _culled(surf: Surface, camera: CameraInfo) -> np.ndarray:
         back = camera.rotation()[:, 2].astype(np.float32)
         culled |= (normals @ back < 0).all(axis=1)
     else:
-        toward = camera.location().astype(np.float32) - surf.corner_positions  # T x 3 (corner j) x 3
-        terms = np.matmul(normals, toward.transpose(0, 2, 1))  # [t, i, j] = n_i . (C - p_j)
-        culled |= (terms < 0).all(axis=(1, 2))
+        # [t, i, j] = n_i . (C - p_j) = n_i . C - n_i . p_j, the second term computed once per surface
+        toward = normals.astype(np.float64) @ camera.location()  # T x 3: n_i . C
+        culled |= (toward[:, :, None] < surf.normal_dot_corner).all(axis=(1, 2))
     return culled
 
 
@@ -174,17 +135,38 @@ class _PreparedView:
     """What every chunk of texels reads of one view, computed once."""
 
     view: BakeView
-    image: np.ndarray  # H x W x 3|4 float32, contiguous
+    image: np.ndarray  # H x W x 4 float32, contiguous: colour and coverage (1 where the view has none)
     keep: np.ndarray  # T bool: triangles not culled
     corners: np.ndarray | None  # the depth pass's 2 x 2 minimum and maximum (see _depth_corners)
 
 
-def _prepare(surf: Surface, view: BakeView) -> _PreparedView:
-    image = np.ascontiguousarray(view.image, dtype=np.float32)
+def _view_arrays(view: BakeView) -> tuple[np.ndarray, np.ndarray | None]:
+    """What a view's chunks read that does not depend on the surface: (its image as H x W x 4 float32, the
+    depth pass's 2 x 2 minimum and maximum or None)."""
+    image = np.asarray(view.image)
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise BakeError(f"view '{view.name}': the image must be H x W x 3 or 4, got shape {image.shape}")
-    corners = _depth_corners(view.depth) if view.depth is not None else None
-    return _PreparedView(view, image, ~_culled(surf, view.camera), corners)
+    if image.shape[2] == 3:  # coverage 1: every chunk then samples colour and coverage in one remap
+        image = cv2.merge([*cv2.split(image.astype(np.float32, copy=False)), np.ones(image.shape[:2], np.float32)])
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    return image, _depth_corners(view.depth) if view.depth is not None else None
+
+
+def _prepare(surf: Surface, view: BakeView) -> _PreparedView:
+    image, corners = _view_arrays(view)
+    return _PreparedView(view, image, _kept(surf, view.camera), corners)
+
+
+def _kept(surf: Surface, camera: CameraInfo) -> np.ndarray:
+    """T bool: the triangles ``_culled`` keeps, kept with the surface per camera (sequential generation
+    bakes the earlier views again at every step)."""
+    key = repr(sorted(camera.to_dict().items()))
+    keep = surf.kept.get(key)
+    if keep is None:
+        keep = ~_culled(surf, camera)
+        keep.setflags(write=False)
+        surf.kept[key] = keep
+    return keep
 
 
 def _candidates(surf: Surface, camera: CameraInfo, keep: np.ndarray,
@@ -192,7 +174,9 @@ def _candidates(surf: Surface, camera: CameraInfo, keep: np.ndarray,
     """Texels of ``part`` in the frame and clip range and facing the camera: (their indices within the part,
     projection, cosine). ``keep``: the triangles _culled did not rule out."""
     index = np.flatnonzero(keep[surf.raster.triangles[part]])
-    positions, normals = surf.positions[:, part][:, index], surf.normals[:, part][:, index]
+    # One 1-D take per axis: three times faster than fancy-indexing the 3 x N block.
+    positions = [np.take(surf.positions[axis, part], index) for axis in range(3)]
+    normals = [np.take(surf.normals[axis, part], index) for axis in range(3)]
     projection = project(camera, positions)
     cosine = facing(camera, positions, normals)
     live = np.flatnonzero(projection.in_frame & (cosine > 0.0))
@@ -202,40 +186,50 @@ def _candidates(surf: Surface, camera: CameraInfo, keep: np.ndarray,
 def _samples(surf: Surface, prepared: _PreparedView, settings: BakeSettings,
              part: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One view over the texels of ``part``: (indices within the part of the texels it sees, their colour
-    K x 3, their weight K > 0)."""
+    K x 4 (the 4th column: the image's coverage), their weight K > 0)."""
     view = prepared.view
     index, proj, cosine = _candidates(surf, view.camera, prepared.keep, part)
     weight = np.minimum(cosine, np.float32(1.0))
     if settings.blend_exponent != 1.0:
         weight **= np.float32(settings.blend_exponent)
-    straddles = np.zeros(len(index), dtype=bool)
+    count = len(index)
+    image = prepared.image
+    straddles = np.zeros(count, dtype=bool)
+    points = pixel_map(proj, image.shape[1], image.shape[0])
     if view.depth is not None and prepared.corners is not None:
-        z = sample(view.depth, proj, cv2.INTER_NEAREST)
+        height, width = view.depth.shape[:2]
+        at = points if (height, width) == image.shape[:2] else pixel_map(proj, width, height)
+        z = remap_points(view.depth, at, count, cv2.INTER_NEAREST)
         # Nearest at half a pixel up-left = the top-left pixel of the 2 x 2 block a bilinear sample reads.
-        z_min, z_max = sample(prepared.corners, proj, cv2.INTER_NEAREST, shift=-0.5).T
+        block = remap_points(prepared.corners, at - np.float32(0.5), count, cv2.INTER_NEAREST)
         allowed = slack(proj, cosine, settings.depth_tolerance)
         # Block pixels nearer or farther than the slack: a bilinear sample there mixes two surfaces.
-        straddles = (z_min < proj.depth - 2 * allowed) | (z_max > proj.depth + 2 * allowed)
-        weight *= np.where(straddles, np.float32(EDGE_WEIGHT), np.float32(1.0))
+        near, far = proj.depth - 2 * allowed, proj.depth + 2 * allowed
+        straddles = (block[:, 0] < near) | (block[:, 1] > far)
+        weight[straddles] *= np.float32(EDGE_WEIGHT)
         # Behind the pixel's surface: occluded. In front of it: the texel's surface does not reach that
         # pixel's centre (a silhouette), so the pixel shows something else. Either way, not this view's.
-        weight[np.abs(proj.depth - z) > allowed] = 0.0
+        z -= proj.depth
+        weight[np.abs(z) > allowed] = 0.0
     border = np.minimum(np.minimum(proj.fx, 1.0 - proj.fx), np.minimum(proj.fy, 1.0 - proj.fy))
-    weight *= np.clip(border * np.float32(1.0 / BORDER_FEATHER), EDGE_WEIGHT, 1.0)
+    border *= np.float32(1.0 / BORDER_FEATHER)
+    weight *= np.clip(border, EDGE_WEIGHT, 1.0, out=border)
+    # The image at every candidate with the depth pass's map (few fail the depth test), then only the
+    # texels the view sees are kept: compacting the colours is cheaper than a second map and projection.
+    values = remap_points(image, points, count)
     live = np.flatnonzero(weight > 0)
-    index, proj, weight, straddles = index[live], proj.subset(live), weight[live], straddles[live]
-    values = sample(prepared.image, proj)
-    edge = np.flatnonzero(straddles)
+    index, weight, values = index[live], weight[live], _items(values)[live].view(np.float32).reshape(-1, 4)
+    edge = np.flatnonzero(straddles[live])
     if len(edge):  # the nearest pixel passed the depth test: it shows this surface, its neighbours may not
-        values[edge] = sample(prepared.image, proj.subset(edge), cv2.INTER_NEAREST)
-    if prepared.image.shape[2] == 4:
-        weight = weight * np.clip(values[:, 3], 0.0, 1.0)
-    return index, values[:, :3], weight
+        values[edge] = remap_points(image, map_subset(points, live[edge]), len(edge), cv2.INTER_NEAREST)
+    weight *= np.clip(values[:, 3], 0.0, 1.0)
+    return index, values, weight
 
 
 def view_samples(surf: Surface, view: BakeView, settings: BakeSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One view over all the surface's texels: (indices of the texels it sees, their colour K x 3, weight K > 0)."""
-    return _samples(surf, _prepare(surf, view), settings, slice(0, surf.positions.shape[1]))
+    index, values, weight = _samples(surf, _prepare(surf, view), settings, slice(0, surf.positions.shape[1]))
+    return index, values[:, :3], weight
 
 
 def bake(mesh: BakeMesh, views: Sequence[BakeView], settings: BakeSettings) -> BakeResult:
@@ -248,47 +242,65 @@ def bake_surface(surf: Surface, views: Sequence[BakeView], settings: BakeSetting
     count = surf.positions.shape[1]
     with ThreadPoolExecutor(max_workers=2) as pool:
         prepared = list(pool.map(lambda view: _prepare(surf, view), views))
-    colour_texels = np.zeros((count, 3), dtype=np.float32)
-    seen_texels = np.zeros(count, dtype=bool)
+    # Per texel (colour, seen): the texture's RGBA at the island texels before fill and padding.
+    texels = np.zeros((count, 4), dtype=np.float32)
 
     def blend(first: int) -> list[int]:
         """All views over one chunk of texels: their weighted average, written into the chunk's slice."""
         part = slice(first, min(first + CHUNK, count))
-        size_of = part.stop - part.start
-        total = np.zeros((size_of, 3), dtype=np.float32)
-        weights = np.zeros(size_of, dtype=np.float32)
+        sums = np.zeros((part.stop - part.start, 4), dtype=np.float32)  # (colour * weight, weight) summed
         used = []
         for view in prepared:
-            index, colour, weight = _samples(surf, view, settings, part)
-            total[index] += colour * weight[:, None]  # a view lists each texel once: no repeated indices
-            weights[index] += weight
+            index, values, weight = _samples(surf, view, settings, part)
+            for channel in range(3):  # column by column: a broadcast over rows of 4 is several times slower
+                values[:, channel] *= weight
+            values[:, 3] = weight
+            # Each row as one 16-byte item: one gather and one scatter per view instead of one per channel
+            # (a view lists each texel once: no repeated indices).
+            got = _items(sums)[index]
+            got4 = got.view(np.float32).reshape(-1, 4)
+            got4 += values
+            _items(sums)[index] = got
             used.append(len(index))
+        weights = sums[:, 3]
         seen = weights > 0
-        np.divide(total, weights[:, None], out=colour_texels[part], where=seen[:, None])
-        seen_texels[part] = seen
+        for channel in range(3):
+            np.divide(sums[:, channel], weights, out=texels[part, channel], where=seen)
+        texels[part, 3] = seen
         return used
 
-    per_chunk = _in_chunks(blend, count)
+    per_chunk = in_chunks(blend, count)
     view_texels = [sum(used[k] for used in per_chunk) for k in range(len(views))]
 
-    flat = surf.raster.texels
-    colour = np.zeros((size * size, 3), dtype=np.float32)
-    colour[flat] = colour_texels
-    colour = colour.reshape(size, size, 3)
-    island = surf.raster.mask()
-    seen = np.zeros(size * size, dtype=bool)
-    seen[flat[seen_texels]] = True
-    seen = seen.reshape(size, size)
+    texture = np.zeros((size * size, 4), dtype=np.float32)
+    _items(texture)[surf.raster.texels] = _items(texels)
+    texture = texture.reshape(size, size, 4)
+    island = surf.island
+    seen = texture[:, :, 3] > 0
+    # Fill and padding work on all four channels (cv2 takes four at once); alpha is set after them.
     if settings.fill_unseen:
-        colour = fill_holes(colour, seen, island)
-        colour, covered = pad_islands(colour, island, settings.padding)
+        with ThreadPoolExecutor(max_workers=1) as pool:  # the padding's plan beside the fill: both mostly cv2
+            plan = pool.submit(_padding_plan, surf, settings.padding)
+            texture = fill_holes(texture, seen, island, unknown_are_zero=True)  # unseen texels hold 0
+            texture, covered = apply_padding(texture, plan.result())
     else:
-        colour, covered = pad_islands(colour, seen, settings.padding, into=~island)
-    texture = np.empty((size, size, 4), dtype=np.float32)
-    texture[..., :3] = colour
-    texture[..., 3] = covered
-    texture[~covered] = 0.0
-    return BakeResult(texture, seen, island, view_texels, surf)
+        texture, covered = pad_islands(texture, seen, settings.padding, into=~island)
+    # Colour is 0 outside ``covered`` already: only island texels, filled holes and padding were written.
+    texture[:, :, 3] = covered
+    return BakeResult(texture, seen, island.copy(), view_texels, surf)
+
+
+def _padding_plan(surf: Surface, padding: int) -> PaddingPlan:
+    """The padding around the surface's islands, kept with it: a cached surface pads without recomputing."""
+    plan = surf.padding_plans.get(padding)
+    if plan is None:
+        plan = surf.padding_plans[padding] = padding_plan(surf.island, padding)
+    return plan
+
+
+def _items(rgba: np.ndarray) -> np.ndarray:
+    """N x 4 float32 (contiguous) viewed as N 16-byte items, to move whole rows with 1-D indexing."""
+    return rgba.reshape(-1, 4).view(np.complex128).reshape(-1)
 
 
 def render_into_view(mesh: BakeMesh, result: BakeResult, view: BakeView, width: int,
@@ -301,7 +313,7 @@ def render_into_view(mesh: BakeMesh, result: BakeResult, view: BakeView, width: 
     dense as the image covers every pixel); pixels left empty inside a covered area take the average of
     their neighbours when most of them are covered."""
     surf = result.surface if result.surface is not None else surface(mesh, result.texture.shape[0])
-    index, proj, cosine = _candidates(surf, view.camera, ~_culled(surf, view.camera),
+    index, proj, cosine = _candidates(surf, view.camera, _kept(surf, view.camera),
                                       slice(0, surf.positions.shape[1]))
     if view.depth is not None:
         z = sample(view.depth, proj, cv2.INTER_NEAREST)

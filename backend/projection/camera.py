@@ -24,6 +24,7 @@ is the same test.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -81,7 +82,7 @@ class Projection:
                           self.in_frame[index])
 
 
-def project(camera: CameraInfo, points: np.ndarray) -> Projection:
+def project(camera: CameraInfo, points: np.ndarray | Sequence[np.ndarray]) -> Projection:
     """``points``: 3 x N world positions (rows x, y, z: one array per axis keeps every step a fast
     element-wise operation)."""
     rotation = camera.rotation()
@@ -109,7 +110,8 @@ def project(camera: CameraInfo, points: np.ndarray) -> Projection:
     return Projection(fx, fy, depth, footprint, in_frame)
 
 
-def facing(camera: CameraInfo, points: np.ndarray, normals: np.ndarray) -> np.ndarray:
+def facing(camera: CameraInfo, points: np.ndarray | Sequence[np.ndarray],
+           normals: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """N float32: cosine of the angle between each normal and the direction from its point to the camera
     (``points`` and ``normals``: 3 x N, normals of unit length)."""
     if camera.type == "ORTHO":
@@ -128,26 +130,54 @@ def sample(image: np.ndarray, projection: Projection, interpolation: int = cv2.I
     """Bilinear (or nearest) samples of an H x W (x C) image at the projected points: N (x C) float32.
     ``shift`` moves the sample positions by that many pixels right and down."""
     height, width = image.shape[:2]
-    cols, rows = projection.pixels(width, height)
-    if shift:
-        cols, rows = cols + np.float32(shift), rows + np.float32(shift)
-    if len(cols) == 0:
+    return remap_points(image, pixel_map(projection, width, height, shift), len(projection.fx), interpolation)
+
+
+MAP_COLUMNS = 4096  # cv2.remap takes maps of at most 32767 columns: points go in rows of 4096
+_NO_MAP = np.empty((0, 0), dtype=np.float32)  # cv2.remap's second map, unused with a 2-channel first one
+
+
+def pixel_map(projection: Projection, width: int, height: int, shift: float = 0.0) -> np.ndarray:
+    """cv2.remap's map of the projected points on an image of width x height: R x MAP_COLUMNS x 2 float32
+    (column, row; padded with zeros), to sample several images of that size from one map (``remap_points``).
+    ``shift`` moves the positions by that many pixels right and down."""
+    count = len(projection.fx)
+    rows = max(1, -(-count // MAP_COLUMNS))
+    out = np.empty((rows * MAP_COLUMNS, 2), dtype=np.float32)
+    np.multiply(projection.fx, np.float32(width), out=out[:count, 0])
+    np.multiply(projection.fy, np.float32(height), out=out[:count, 1])
+    out[:count] -= np.float32(0.5 - shift)
+    out[count:] = 0.0
+    return out.reshape(rows, MAP_COLUMNS, 2)
+
+
+def map_subset(points: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The ``pixel_map`` of the points ``index`` of another one."""
+    chosen = points.reshape(-1, 2)[index]
+    rows = max(1, -(-len(index) // MAP_COLUMNS))
+    out = np.zeros((rows * MAP_COLUMNS, 2), dtype=np.float32)
+    out[:len(index)] = chosen
+    return out.reshape(rows, MAP_COLUMNS, 2)
+
+
+def remap_points(image: np.ndarray, points: np.ndarray, count: int,
+                 interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Samples of an H x W (x C) float32 image at the ``count`` points of a ``pixel_map``: N (x C) float32."""
+    if count == 0:
         return np.zeros((0,) + image.shape[2:], dtype=np.float32)
     source = np.ascontiguousarray(image, dtype=np.float32)
     channels = 1 if source.ndim == 2 else source.shape[2]
-    out = np.empty((len(cols), channels), dtype=np.float32)
-    # cv2.remap takes maps of at most 32767 columns and 4 channels: sample in rows of 4096 points.
-    count = len(cols)
-    rows_needed = -(-count // 4096)
-    pad = rows_needed * 4096 - count
-    map_x = np.pad(cols, (0, pad)).reshape(rows_needed, 4096)
-    map_y = np.pad(rows, (0, pad)).reshape(rows_needed, 4096)
+    if channels <= 4:  # cv2.remap handles at most 4 channels at a time
+        got = cv2.remap(source, points, _NO_MAP, interpolation, borderMode=cv2.BORDER_REPLICATE)
+        flat = got.reshape(-1) if source.ndim == 2 else got.reshape(-1, channels)
+        return flat[:count]
+    out = np.empty((count, channels), dtype=np.float32)
     for first in range(0, channels, 4):
-        part = source if source.ndim == 2 else np.ascontiguousarray(source[:, :, first:first + 4])
-        got = cv2.remap(part, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
-        got = got.reshape(rows_needed * 4096, -1)[:count]
+        part = np.ascontiguousarray(source[:, :, first:first + 4])
+        got = cv2.remap(part, points, _NO_MAP, interpolation, borderMode=cv2.BORDER_REPLICATE)
+        got = got.reshape(-1, part.shape[2])[:count]
         out[:, first:first + got.shape[1]] = got
-    return out[:, 0] if image.ndim == 2 else out
+    return out
 
 
 def visible(projection: Projection, cosine: np.ndarray, depth_pass: np.ndarray | None,

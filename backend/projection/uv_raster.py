@@ -27,7 +27,8 @@ class UVRaster:
     size: int
     texels: np.ndarray  # N int32: flat texel index, row * size + col (row 0 at the top)
     triangles: np.ndarray  # N int32: the triangle owning each texel
-    bary: np.ndarray  # N x 3 float32: barycentric weights of the texel centre on that triangle's corners
+    bary: np.ndarray  # 3 x N float32: barycentric weights of the texel centre on that triangle's corners
+    # (one row per corner: the per-corner rows are what interpolation reads, contiguous)
 
     def mask(self) -> np.ndarray:
         """size x size bool: texels some triangle covers."""
@@ -38,7 +39,7 @@ class UVRaster:
     def interpolate(self, corner_values: np.ndarray) -> np.ndarray:
         """T x 3 x C per-corner values -> N x C at the texel centres (exact for the affine map of a triangle)."""
         values = corner_values[self.triangles]  # N x 3 x C
-        return np.einsum("nk,nkc->nc", self.bary, values, dtype=np.float32)
+        return np.einsum("kn,nkc->nc", self.bary, values, dtype=np.float32)
 
 
 def texel_coordinates(uvs: np.ndarray, size: int) -> np.ndarray:
@@ -72,7 +73,6 @@ def rasterize_uv(uvs: np.ndarray, size: int) -> UVRaster:
     d1 = -(a1 * x[:, 0] + c1 * y[:, 0])
     d2 = -(a2 * x[:, 0] + c2 * y[:, 0])
 
-    owner = np.full(size * size, -1, dtype=np.int32)
     heights = np.where(counts > 0, np.maximum(y1 - y0 + 1, 0), 0)
     # Chunks of triangles with a bounded number of (triangle, row) spans, two at a time on two threads
     # (numpy releases the GIL); owners are assigned in chunk order, so the result does not depend on timing.
@@ -85,18 +85,21 @@ def rasterize_uv(uvs: np.ndarray, size: int) -> UVRaster:
         found = pool.map(lambda r: _spans(np.arange(r[0], r[1]), heights[r[0]:r[1]], y0, x0, x1,
                                           (a1, c1, d1), (a2, c2, d2), size), ranges)
         pieces = [piece for piece in found if piece is not None]
-    for piece in pieces:
-        owner[piece[0]] = piece[1]  # overlapping triangles: the last written owns the texel
     if not pieces:
         empty = np.zeros(0, dtype=np.int32)
-        return UVRaster(size, empty, np.zeros(0, np.int32), np.zeros((0, 3), np.float32))
+        return UVRaster(size, empty, np.zeros(0, np.int32), np.zeros((3, 0), np.float32))
     flat = np.concatenate([p[0] for p in pieces])
     tri = np.concatenate([p[1] for p in pieces])
-    bary = np.concatenate([p[2] for p in pieces])
-    keep = owner[flat] == tri  # one entry per texel: its owner's
-    if keep.all():  # no texel centre on two triangles (the usual case): nothing to drop
+    bary = np.concatenate([p[2] for p in pieces], axis=1)
+    # A texel centre on two triangles (overlapping islands, or a shared edge): counted once per texel is
+    # the usual case, checked with one bincount; otherwise the last triangle written owns the texel.
+    if len(flat) <= size * size and np.bincount(flat, minlength=size * size).max() <= 1:
         return UVRaster(size, flat, tri, bary)
-    return UVRaster(size, flat[keep], tri[keep], bary[keep])
+    owner = np.full(size * size, -1, dtype=np.int32)
+    for piece in pieces:
+        owner[piece[0]] = piece[1]
+    keep = owner[flat] == tri  # one entry per texel: its owner's
+    return UVRaster(size, flat[keep], tri[keep], bary[:, keep])
 
 
 def _spans(tris: np.ndarray, heights: np.ndarray, y0: np.ndarray, x0: np.ndarray, x1: np.ndarray,
@@ -129,14 +132,17 @@ def _spans(tris: np.ndarray, heights: np.ndarray, y0: np.ndarray, x0: np.ndarray
     total = int(count.sum())
     if total == 0:
         return None
-    # Per texel: its column offset within its span (int32 throughout: 4096^2 texels fit, and half the bytes).
+    # Per texel its span, then every per-span value by np.take: np.repeat holds the GIL, take does not, so
+    # the two threads of rasterize_uv overlap (int32 throughout: 4096^2 texels fit, and half the bytes).
+    span = np.repeat(np.arange(len(count), dtype=np.int32), count)
     span_start = np.cumsum(count, dtype=np.int32) - count
-    step = np.arange(total, dtype=np.int32) - np.repeat(span_start, count)
-    x = np.repeat(first, count) + step
-    flat = np.repeat((row * size).astype(np.int32), count) + x
+    x = np.take(first - span_start, span) + np.arange(total, dtype=np.int32)
+    flat = np.take((row * size).astype(np.int32), span) + x
     xf = x.astype(np.float32)
-    bary = np.empty((total, 3), dtype=np.float32)
-    bary[:, 1] = np.repeat(a1.astype(np.float32), count) * xf + np.repeat(offsets[0].astype(np.float32), count)
-    bary[:, 2] = np.repeat(a2.astype(np.float32), count) * xf + np.repeat(offsets[1].astype(np.float32), count)
-    bary[:, 0] = 1.0 - bary[:, 1] - bary[:, 2]
-    return flat, np.repeat(tri.astype(np.int32), count), bary
+    bary = np.empty((3, total), dtype=np.float32)
+    for k, slope, offset in ((1, a1, offsets[0]), (2, a2, offsets[1])):
+        np.multiply(np.take(slope.astype(np.float32), span), xf, out=bary[k])
+        bary[k] += np.take(offset.astype(np.float32), span)
+    np.subtract(1.0, bary[1], out=bary[0])
+    bary[0] -= bary[2]
+    return flat, np.take(tri.astype(np.int32), span), bary

@@ -40,6 +40,9 @@ class JobContext:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("backend.job"))
     models_used: list[dict[str, Any]] = field(default_factory=list)  # provenance records, in the order used
+    # Timed blocks not yet in job.json: the next record() or the job's end (take_timings) writes them, so a
+    # block costs no atomic rewrite of job.json of its own (facts such as the seed are still written at once).
+    pending_timings: dict[str, float] = field(default_factory=dict)
 
     def progress(self, step: int, total: int, preview: Path | None = None, message: str = "") -> None:
         self.report(step, total, self.relative(preview) if preview else None, message)
@@ -61,8 +64,15 @@ class JobContext:
         return path.relative_to(self.job_dir).as_posix()
 
     def record(self, **changes: Any) -> None:
-        """Add facts (seed, models, ...) to job.json as soon as they are known."""
+        """Add facts (seed, models, ...) to job.json as soon as they are known (pending timings ride along)."""
+        if self.pending_timings:
+            changes["timings"] = {**self.take_timings(), **changes.get("timings", {})}
         jobfolder.update_job(self.job_dir, **changes)
+
+    def take_timings(self) -> dict[str, float]:
+        """The timings not yet written, for the job's last job.json update; forgets them here."""
+        taken, self.pending_timings = self.pending_timings, {}
+        return taken
 
     def seed(self, requested: int) -> int:
         """The seed to use (``requested``, or a random one for -1), recorded in job.json."""
@@ -98,9 +108,10 @@ class JobContext:
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
-        """Record how long the block took as ``timings.<name>`` in job.json (also when it fails)."""
+        """Record how long the block took as ``timings.<name>`` in job.json (also when it fails), with the next
+        record() or at the job's end."""
         started = time.perf_counter()
         try:
             yield
         finally:
-            self.record(timings={name: round(time.perf_counter() - started, 3)})
+            self.pending_timings[name] = round(time.perf_counter() - started, 3)

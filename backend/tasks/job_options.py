@@ -83,8 +83,9 @@ def prepare(ctx: JobContext, base: ModelSpec, params: ModelOptions) -> JobOption
     plan = ctx.models.memory_plan
     options = JobOptions(base.family, scheduler, slice_attention=plan is not None and plan.attention_slicing)
     records: list[dict[str, Any]] = []
-    widths = known_widths(ctx.registry)
-    for lora in params.active_loras():
+    loras = params.active_loras()
+    widths = known_widths(ctx.registry) if loras else {}  # reads every pipeline's UNet config: only for LoRAs
+    for lora in loras:
         path = ctx.input(lora.file)
         name = lora.name or Path(lora.file).name
         if not path.is_file():

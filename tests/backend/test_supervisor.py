@@ -89,6 +89,26 @@ def test_cancel_ends_the_job_without_result(sup, tmp_path):
     assert jobfolder.read_job(job.job_dir)["status"] == "cancelled"
 
 
+def test_timer_ticks_quickly_only_while_a_result_may_be_near(sup, tmp_path):
+    busy = 0.1  # the window timer's interval while a job runs (addon/jobs/service.py)
+    assert sup.tick_interval(busy) == busy  # no job
+    job = _job(tmp_path, steps=200, width=128, height=128)
+    sup.submit(job)
+    assert sup.tick_interval(busy) == supervisor_mod.QUICK_INTERVAL  # just submitted: a short job ends soon
+    deadline = time.monotonic() + 120
+    while (job.step == 0 or time.monotonic() - job.submitted < supervisor_mod.QUICK_AFTER_SUBMIT) \
+            and time.monotonic() < deadline:
+        sup.tick()
+        time.sleep(0.02)
+    assert job.state == supervisor_mod.RUNNING and 0 < job.step < job.total
+    assert sup.tick_interval(busy) == busy  # denoising: nothing to apply for a while
+    job.step = job.total  # the last step reported: only decoding and writing files remain
+    assert sup.tick_interval(busy) == supervisor_mod.QUICK_INTERVAL
+    sup.cancel(job.id)
+    sup.run_until_done(job, timeout=60)
+    assert sup.tick_interval(busy) == busy  # finished jobs do not keep the timer quick
+
+
 def _fake_python(tmp_path, body: str):
     """An executable standing in for a broken interpreter."""
     script = tmp_path / "fake-python"

@@ -166,3 +166,26 @@ def test_cycles_z_is_planar_and_normal_is_world_space_facing_the_camera(kind, tm
     assert np.abs(passes.depth[on_sphere] - depth[on_sphere]).max() < 0.01
     dots = np.einsum("ij,ij->i", passes.normal[on_sphere], normals[on_sphere])
     assert dots.min() > math.cos(math.radians(1.5))
+
+
+@pytest.mark.parametrize("kind", ["PERSP", "ORTHO"])
+def test_workbench_without_antialiasing_writes_the_same_z_as_cycles(kind, tmp_path):
+    """The projection's depth-only passes render with Workbench at one sample per pixel
+    (addon/scene_export/project.export_views): its Z must be Cycles' Z - planar, the pixel centre's, 1e10
+    for the background - and it writes no Normal pass."""
+    _render_scene(kind, tmp_path / "cycles.exr")
+    cycles = find_passes(read_exr(tmp_path / "cycles.exr")).depth
+    scene = bpy.context.scene
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.display.render_aa = "OFF"
+    scene.render.filepath = str(tmp_path / "workbench.exr")
+    bpy.ops.render.render(write_still=True)
+    exr = read_exr(tmp_path / "workbench.exr")
+    assert "ViewLayer.Normal" not in exr.layers
+    workbench = find_passes(exr).depth
+    assert cycles is not None and workbench is not None
+    both = ~background_mask(cycles) & ~background_mask(workbench)
+    assert (background_mask(cycles) != background_mask(workbench)).mean() < 0.01  # silhouette pixels at most
+    assert np.all(workbench[background_mask(cycles) & background_mask(workbench)] == BACKGROUND_DEPTH)
+    relative = np.abs(workbench[both] - cycles[both]) / cycles[both]
+    assert both.sum() > 1000 and np.quantile(relative, 0.99) < 1e-4

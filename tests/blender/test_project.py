@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from mathutils import Vector
 
+from backend.imaging.exr import read_exr
 from contract import jobfolder
 from contract.formats.surface import load_bake_mesh, save_bake_mesh
 
@@ -200,6 +201,7 @@ def test_project_image_bakes_a_float_image_into_a_new_material(addon, clean_scen
     _select(cube, empty, camera)
     _settings(image=_image())
     before = len(_jobs(addon))
+    engine, render_aa = bpy.context.scene.render.engine, bpy.context.scene.display.render_aa
 
     assert bpy.ops.scene_diffusion.project_image() == {"FINISHED"}
 
@@ -224,6 +226,10 @@ def test_project_image_bakes_a_float_image_into_a_new_material(addon, clean_scen
     assert [v["name"] for v in views] == ["Camera"] and views[0]["image_colorspace"] == "srgb"
     assert (views[0]["camera"]["resolution_x"], views[0]["camera"]["resolution_y"]) == (64, 64)
     assert (jobs[-1] / "inputs" / views[0]["passes"]).is_file()
+    # Projecting an image reads Depth alone: Workbench renders it (no Normal layer), the scene keeps Cycles.
+    layers = read_exr(jobs[-1] / "inputs" / views[0]["passes"]).layers
+    assert any(name.endswith("Depth") for name in layers) and not any(name.endswith("Normal") for name in layers)
+    assert bpy.context.scene.render.engine == engine and bpy.context.scene.display.render_aa == render_aa
 
 
 def test_keywords_override_the_scene_settings_for_one_call(addon, clean_scene):
@@ -367,6 +373,10 @@ def test_project_texture_from_the_active_camera(addon, clean_scene):
     record = jobfolder.read_job(_jobs(addon)[-1])
     assert record["status"] == "done" and record["seed"] == 3
     assert record["request"]["sequential"] is True and record["request"]["width"] == 64
+    views = json.loads((_jobs(addon)[-1] / "inputs" / "views.json").read_text())["views"]
+    layers = read_exr(_jobs(addon)[-1] / "inputs" / views[0]["passes"]).layers
+    # Depth control alone: the passes render depth-only (Workbench), no Normal layer
+    assert any(name.endswith("Depth") for name in layers) and not any(name.endswith("Normal") for name in layers)
 
 
 def test_project_texture_automatic_views_remove_their_cameras(addon, clean_scene):
@@ -381,6 +391,8 @@ def test_project_texture_automatic_views_remove_their_cameras(addon, clean_scene
     assert jobfolder.read_job(job)["status"] == "done"
     views = json.loads((job / "inputs" / "views.json").read_text())["views"]
     assert [v["name"] for v in views] == ["Projection View 1", "Projection View 2"]
+    layers = read_exr(job / "inputs" / views[0]["passes"]).layers
+    assert any(name.endswith("Normal") for name in layers)  # the normal control reads Cycles' Normal pass
     centre, radius = Vector((1.0, 1.0, 0.5)), math.sqrt(3.0)
     for view in views:
         matrix = np.array(view["camera"]["matrix_world"])

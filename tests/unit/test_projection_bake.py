@@ -6,9 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.projection.bake import BakeSettings, BakeView, bake, render_into_view
+from backend.projection.bake import (
+    BakeSettings,
+    BakeView,
+    bake,
+    bake_surface,
+    render_into_view,
+)
 from backend.projection.camera import camera_rays, project
-from backend.projection.fill import fill_holes, pad_islands
+from backend.projection.fill import fill_holes, pad_islands, upsampled_at
+from backend.projection.surface import clear_surface_cache, make_surface, surface
 from backend.projection.uv_raster import rasterize_uv
 from contract.formats.surface import BakeMesh, BakeMeshError, load_bake_mesh, save_bake_mesh
 from tests.unit.bake_scenes import camera, plane, sphere_depth, uv_sphere
@@ -216,3 +223,140 @@ def test_a_view_that_sees_nothing_contributes_nothing():
     result = bake(moved, [BakeView(elsewhere, np.ones((8, 8, 3), np.float32))], BakeSettings(size=32))
     assert result.view_texels == [0] and not result.seen.any()
     assert np.all(result.texture[..., 3][result.island] == 1.0)  # filled (with nothing seen: black) and kept
+
+
+def _three_views():
+    sphere = uv_sphere(radius=1.0, segments=48, rings=24)
+    cams = [camera((5.0 * np.cos(a), 5.0 * np.sin(a), 1.0), 64, 64) for a in (0.0, 2.1, 4.2)]
+    rng = np.random.default_rng(5)
+    views = [BakeView(cam, rng.random((32, 32, 3), dtype=np.float32), sphere_depth(cam, [((0, 0, 0), 1.0)]))
+             for cam in cams]
+    return sphere, views
+
+
+def test_a_cached_surface_bakes_exactly_like_a_fresh_one():
+    """The surface (UV rasterization, texel positions and normals) is cached by mesh content and size:
+    a second bake of the same mesh reuses it and gives the same texture, bit for bit."""
+    sphere, views = _three_views()
+    settings = BakeSettings(size=96, padding=3)
+    clear_surface_cache()
+    fresh = bake_surface(make_surface(sphere, 96), views, settings)
+    first = bake(sphere, views, settings)
+    again = bake(sphere, views, settings)
+    assert again.surface is first.surface  # from the cache
+    for result in (first, again):
+        assert np.array_equal(result.texture, fresh.texture)
+        assert np.array_equal(result.seen, fresh.seen) and np.array_equal(result.island, fresh.island)
+        assert result.view_texels == fresh.view_texels
+    assert not first.surface.positions.flags.writeable  # shared: read-only
+    moved = BakeMesh(sphere.positions + 0.01, sphere.triangles, sphere.uvs, sphere.normals, "moved")
+    assert bake(moved, views, settings).surface is not first.surface  # other content: its own surface
+    assert surface(sphere, 64) is not first.surface  # other size too
+    assert surface(sphere, 96) is first.surface
+    wider = BakeSettings(size=96, padding=6)  # the cached surface keeps one padding plan per padding
+    assert np.array_equal(bake(sphere, views, wider).texture,
+                          bake_surface(make_surface(sphere, 96), views, wider).texture)
+
+
+def test_pad_islands_with_a_target_mask_pads_only_there():
+    island = np.zeros((16, 16), bool)
+    island[4:8, 4:8] = True
+    colour = np.zeros((16, 16, 4), np.float32)
+    colour[island] = 1.0
+    into = np.zeros((16, 16), bool)
+    into[:, :6] = True
+    out, covered = pad_islands(colour.copy(), island, 2, into=into)
+    assert np.array_equal(covered, island | (into & (_distance(island) <= 2)))
+    assert np.all(out[covered] == 1.0) and np.all(out[~covered] == 0.0)
+
+
+def _distance(island):
+    import cv2
+
+    return cv2.distanceTransform((~island).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_5)
+
+
+def test_texture_is_zero_outside_the_covered_texels_and_opaque_views_equal_rgb_ones():
+    full, views = _three_views()
+    sphere = BakeMesh(full.positions, full.triangles, full.uvs * 0.7 + 0.1, full.normals)  # a margin around it
+    settings = BakeSettings(size=80, padding=2)
+    result = bake(sphere, views, settings)
+    outside = result.texture[..., 3] == 0
+    assert outside.any() and np.all(result.texture[outside] == 0.0)
+    opaque = [BakeView(v.camera, np.dstack([v.image, np.ones(v.image.shape[:2], np.float32)]), v.depth)
+              for v in views]
+    assert np.array_equal(bake(sphere, opaque, settings).texture, result.texture)
+    unfilled = bake(sphere, views[:1], BakeSettings(size=80, padding=2, fill_unseen=False))
+    assert np.all(unfilled.texture[unfilled.texture[..., 3] == 0] == 0.0)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (37, 50), (5, 3), (1, 2)])
+def test_upsampling_at_the_holes_equals_cv2_resize(shape):
+    import cv2
+
+    rng = np.random.default_rng(1)
+    small = rng.random(((shape[0] + 1) // 2, (shape[1] + 1) // 2, 4), dtype=np.float32)
+    full = cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR).reshape(shape + (4,))
+    rows, cols = np.nonzero(np.ones(shape, bool))
+    assert np.abs(upsampled_at(small, rows, cols, shape) - full[rows, cols]).max() < 1e-6
+
+
+def test_hole_only_fill_equals_the_whole_texture_fill_inside_the_islands(monkeypatch):
+    """Few holes are filled texel by texel, many through one full-size resize: the same colours."""
+    from backend.projection import fill
+
+    rng = np.random.default_rng(2)
+    colour = rng.random((70, 90, 3), dtype=np.float32)
+    region = np.zeros((70, 90), bool)
+    region[5:60, 10:80] = True
+    known = region & (rng.random((70, 90)) > 0.03)
+    known[20:26, 30:41] = False  # one larger hole besides the scattered ones
+    colour[~known] = 0.0
+    monkeypatch.setattr(fill, "FEW_HOLES", 10 ** 9)
+    few = fill_holes(colour.copy(), known, region, unknown_are_zero=True)
+    monkeypatch.setattr(fill, "FEW_HOLES", 1)
+    whole = fill_holes(colour.copy(), known, region)
+    assert np.abs(few - whole).max() < 1e-6
+    assert np.array_equal(few[known], colour[known]) and np.array_equal(few[~region], colour[~region])
+
+
+def test_surface_interpolation_does_not_rely_on_the_texel_order(monkeypatch):
+    """make_surface repeats each triangle's corners over its run of texels; a raster in another order
+    (not what rasterize_uv makes) takes the general path and gives the same texels."""
+    from backend.projection import surface as surface_module
+    from backend.projection.uv_raster import UVRaster
+
+    sphere = uv_sphere(radius=1.0, segments=24, rings=12)
+    ordered = make_surface(sphere, 64)
+    order = np.random.default_rng(4).permutation(len(ordered.raster.texels))
+    raster = ordered.raster
+    shuffled = UVRaster(64, raster.texels[order], raster.triangles[order], raster.bary[:, order])
+    monkeypatch.setattr(surface_module, "rasterize_uv", lambda uvs, size: shuffled)
+    other = make_surface(sphere, 64)
+    assert np.array_equal(other.positions, ordered.positions[:, order])
+    assert np.array_equal(other.normals, ordered.normals[:, order])
+
+
+def test_releasing_the_backend_frees_the_cached_surfaces():
+    """A Release (or the idle release) frees the bake's cached surfaces with the models: both are memory."""
+    import threading
+    from types import SimpleNamespace
+
+    from backend.models.cache import PipelineCache
+    from backend.projection import surface as surface_module
+    from backend.scheduler import Scheduler
+
+    clear_surface_cache()
+    surface(uv_sphere(radius=1.0, segments=12, rings=6), 32)
+    assert surface_module._SURFACES
+    scheduler = Scheduler()
+    scheduler.engine = SimpleNamespace(models=PipelineCache("cpu", None))  # nothing loaded: release is cheap
+    scheduler.connected("local")
+    scheduler.start()
+    answered = threading.Event()
+    scheduler.request_release("local", lambda message: answered.set())
+    try:
+        assert answered.wait(30)
+    finally:
+        scheduler.stop()
+    assert not surface_module._SURFACES

@@ -90,6 +90,29 @@ def test_hard_links_share_one_entry(tmp_path: Path, digest_cache: Path) -> None:
     assert len(json.loads(digest_cache.read_text(encoding="utf-8"))["files"]) == 1
 
 
+def test_cache_is_kept_in_memory_and_read_again_when_another_process_saves(
+        tmp_path: Path, digest_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    file = tmp_path / "w.bin"
+    file.write_bytes(b"a" * 32)
+    first = file_digest(file)
+    reads: list[Path] = []
+    real_read = Path.read_text
+
+    def counting_read(self: Path, *args: object, **kwargs: object) -> str:
+        reads.append(self)
+        return real_read(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", counting_read)
+    assert file_digest(file) == first and digest_cache not in reads  # a stat, no JSON parse
+    # Another process saves its own cache (a new file, as os.replace makes): this process reads it again.
+    data = json.loads(real_read(digest_cache, encoding="utf-8"))
+    data["files"] = {key: [*entry[:2], "f" * 64] for key, entry in data["files"].items()}
+    other = digest_cache.with_suffix(".other")
+    other.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(other, digest_cache)
+    assert file_digest(file) == "f" * 64 and digest_cache in reads
+
+
 def test_damaged_cache_file_is_ignored(tmp_path: Path, digest_cache: Path) -> None:
     digest_cache.parent.mkdir(parents=True)
     digest_cache.write_text("{not json", encoding="utf-8")
