@@ -48,6 +48,13 @@ class Engine:
     def memory_label(self) -> str:
         return self.memory.mode_label if self.memory is not None else ""
 
+    def release(self) -> None:
+        """Free what jobs keep between them: the loaded models, and the bake's cached surfaces."""
+        from backend.projection.surface import clear_surface_cache
+
+        self.models.release()
+        clear_surface_cache()
+
 
 def run_job(engine: Engine, submit: messages.Submit, send: Send,
             cancel_event: threading.Event | None = None) -> messages.Message:
@@ -99,10 +106,7 @@ def _run(engine: Engine, submit: messages.Submit, job_dir: Path, send: Send,
     except Exception as exc:  # noqa: BLE001 - any failure must become a message, not a dead backend
         log.error("job %s failed:\n%s", submit.id, traceback.format_exc())
         if is_out_of_memory(exc):
-            from backend.projection.surface import clear_surface_cache
-
-            engine.models.release()
-            clear_surface_cache()
+            engine.release()
             from backend.diffusion.memory import oom_hint
 
             advice = oom_hint(engine.memory) if engine.memory is not None else (

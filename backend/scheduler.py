@@ -309,11 +309,8 @@ class Scheduler:
                 self._run(job)
 
     def _do_release(self, requests: list[tuple[str, Sink]]) -> None:
-        from backend.projection.surface import clear_surface_cache
-
         assert self.engine is not None
-        self.engine.models.release()
-        clear_surface_cache()  # the bake's rasterized surfaces, kept for the next view or step: memory too
+        self.engine.release()
         for owner, sink in requests:
             sink(self.status(owner))
 

@@ -57,6 +57,7 @@ from contract.tasks import MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE
 
 EDGE_WEIGHT = 1e-3  # weight factor of samples that straddle a depth discontinuity
 BORDER_FEATHER = 0.02  # fraction of the frame over which a view's weight ramps up from its edges
+KEPT_CAMERAS = 32  # culling masks kept per cached surface (one per camera; sequential generation reuses them)
 
 
 class BakeError(ValueError):
@@ -165,6 +166,8 @@ def _kept(surf: Surface, camera: CameraInfo) -> np.ndarray:
     if keep is None:
         keep = ~_culled(surf, camera)
         keep.setflags(write=False)
+        if len(surf.kept) >= KEPT_CAMERAS:  # a cached surface outlives jobs: its masks must not pile up
+            surf.kept.clear()
         surf.kept[key] = keep
     return keep
 

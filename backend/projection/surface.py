@@ -12,13 +12,15 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from backend.projection.fill import PaddingPlan
 from backend.projection.uv_raster import UVRaster, rasterize_uv
 from contract.formats.surface import BakeMesh
+
+if TYPE_CHECKING:  # a type only: releasing the cache (Engine.release) needs no OpenCV
+    from backend.projection.fill import PaddingPlan
 
 _T = TypeVar("_T")
 CHUNK = 1 << 18  # texels handled at once: each temporary array of a chunk is 1 MB, not 16

@@ -340,17 +340,19 @@ def test_surface_interpolation_does_not_rely_on_the_texel_order(monkeypatch):
 def test_releasing_the_backend_frees_the_cached_surfaces():
     """A Release (or the idle release) frees the bake's cached surfaces with the models: both are memory."""
     import threading
-    from types import SimpleNamespace
 
     from backend.models.cache import PipelineCache
     from backend.projection import surface as surface_module
+    from backend.runner import Engine
     from backend.scheduler import Scheduler
 
     clear_surface_cache()
     surface(uv_sphere(radius=1.0, segments=12, rings=6), 32)
     assert surface_module._SURFACES
     scheduler = Scheduler()
-    scheduler.engine = SimpleNamespace(models=PipelineCache("cpu", None))  # nothing loaded: release is cheap
+    # No registry needed: nothing is loaded, only released.
+    scheduler.engine = Engine(registry=None, models=PipelineCache("cpu", None), device="cpu", dtype="fp32",
+                              versions={})
     scheduler.connected("local")
     scheduler.start()
     answered = threading.Event()
