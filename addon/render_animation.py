@@ -2,18 +2,22 @@
 frames already in the output folder skipped (resume), cancel stopping the sequence.
 
 In the UI each frame's passes are rendered when the previous job ends (on the timer, on the
-main thread); in background mode the frames run in a plain loop.
+main thread); in background mode the frames run in a plain loop. The checks, per-frame seeds and
+numbered files are shared with the render operator and the farm stages (batch_stages.py).
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import bpy
 
 from ..contract.jobfolder import atomic_copy
-from ..contract.tasks import RenderOutputs, RenderParams, TaskOutputs
+from ..contract.tasks import ParamError, RenderOutputs, RenderParams, TaskOutputs
+from . import paths
 from .jobs import service
 from .jobs.supervisor import CANCELLED, DONE, Job, JobError
 from .model_options import OptionFiles
@@ -55,7 +59,7 @@ class RenderSequence:
         global _current
         _current = self
         for frame in self.frames:  # resume: frames whose files are already there are kept
-            if all(p.is_file() for p in render_result.frame_files(self.folder, frame)):
+            if frame_stored(self.folder, frame):
                 self.skipped.append(frame)
         if service.is_blocking():
             while not self.finished:
@@ -77,9 +81,7 @@ class RenderSequence:
                 self.error = JobError(f"scene '{self.scene}' is gone", "start the animation again")
             return
         frame = self.frame = pending[0]
-        params = self.params
-        if self.seed_per_frame and params.seed >= 0:
-            params = params.replace(seed=(params.seed + frame) % 2**32)
+        params = frame_params(self.params, frame, self.seed_per_frame)
         job_dir = service.new_job_folder(params.task)
         try:
             passes.render_passes(scene, job_dir / "inputs", params.width, params.height,
@@ -93,9 +95,7 @@ class RenderSequence:
 
     def _store(self, job: Job, outputs: TaskOutputs) -> render_result.RenderApplied:
         assert self.frame is not None and isinstance(outputs, RenderOutputs)
-        png, exr = render_result.frame_files(self.folder, self.frame)
-        atomic_copy(job.job_dir / outputs.image_exr, exr)
-        atomic_copy(job.job_dir / outputs.image, png)  # last: marks the frame done
+        store_frame(job.job_dir, outputs, self.folder, self.frame)
         return render_result.apply_render(job.job_dir, outputs)
 
     def _ended(self, job: Job) -> None:
@@ -107,6 +107,52 @@ class RenderSequence:
             self.error = job.error
         if not service.is_blocking() and not self.finished:
             self._submit_next()  # on the timer tick that ended this job: main thread
+
+
+# -- shared with the batch stages (batch_stages.py): the same checks, seeds and frame files ----------------
+
+
+def render_request(scene: Any, settings: Any) -> tuple[RenderParams, OptionFiles]:
+    """The scene's Render settings as a job's parameters and files, checked before any job folder exists;
+    ParamError says what to change."""
+    if scene.camera is None:
+        raise ParamError("The scene has no active camera: add one and make it active (Ctrl+Numpad 0)")
+    params, files = settings.to_params(scene), settings.options.files()
+    if settings.engine == "BLENDER_WORKBENCH" and settings.use_normal and settings.normal.weight > 0:
+        raise ParamError("Workbench renders no normal pass: use Cycles or EEVEE for the normal control")
+    return params, files
+
+
+def sequence_request(settings: Any, params: RenderParams) -> tuple[list[int], Path, RenderParams]:
+    """An animation's frames, output folder and parameters, with one seed for the whole sequence (recorded in
+    every job); ParamError for an empty range or a folder that cannot be written."""
+    if settings.frame_end < settings.frame_start:
+        raise ParamError(f"the frame range {settings.frame_start}-{settings.frame_end} is empty")
+    folder = Path(bpy.path.abspath(settings.output_dir))
+    problem = paths.unwritable(folder)
+    if problem:
+        raise ParamError(problem)
+    if params.seed < 0:
+        params = params.replace(seed=random.randrange(2**31))
+    return list(range(settings.frame_start, settings.frame_end + 1)), folder, params
+
+
+def frame_params(params: RenderParams, frame: int, seed_per_frame: bool) -> RenderParams:
+    """One frame's parameters: with "New Seed per Frame", the sequence's seed plus the frame number."""
+    if seed_per_frame and params.seed >= 0:
+        return params.replace(seed=(params.seed + frame) % 2**32)
+    return params
+
+
+def store_frame(job_dir: Path, outputs: RenderOutputs, folder: Path, frame: int) -> None:
+    """Copy a frame's result into the numbered files; the PNG last, since it marks the frame done (resume)."""
+    png, exr = render_result.frame_files(folder, frame)
+    atomic_copy(job_dir / outputs.image_exr, exr)
+    atomic_copy(job_dir / outputs.image, png)
+
+
+def frame_stored(folder: Path, frame: int) -> bool:
+    return all(p.is_file() for p in render_result.frame_files(folder, frame))
 
 
 def current() -> RenderSequence | None:

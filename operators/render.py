@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import random
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from ..addon import paths, render_animation
+from ..addon import render_animation
 from ..addon.jobs import service
 from ..addon.jobs.supervisor import Job
 from ..addon.model_options import OptionFiles
@@ -36,17 +34,10 @@ class SCENE_DIFFUSION_OT_render_controlnet(bpy.types.Operator):
         settings = job_report.scene_settings(self, scene.scene_diffusion.render)
         if settings is None:
             return {"CANCELLED"}
-        if scene.camera is None:
-            self.report({"ERROR"}, "The scene has no active camera: add one and make it active (Ctrl+Numpad 0)")
-            return {"CANCELLED"}
-        try:
-            params = settings.to_params(scene)
-            files = settings.options.files()
+        try:  # camera, parameters, files: checked before any job folder exists
+            params, files = render_animation.render_request(scene, settings)
         except ParamError as exc:
             self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        if settings.engine == "BLENDER_WORKBENCH" and settings.use_normal and settings.normal.weight > 0:
-            self.report({"ERROR"}, "Workbench renders no normal pass: use Cycles or EEVEE for the normal control")
             return {"CANCELLED"}
         if settings.animation:
             return self._animation(scene, settings, params, files)
@@ -69,22 +60,17 @@ class SCENE_DIFFUSION_OT_render_controlnet(bpy.types.Operator):
 
     def _animation(self, scene: bpy.types.Scene, settings: Any, params: RenderParams,
                    files: OptionFiles) -> set[OperatorReturnItems]:
-        if settings.frame_end < settings.frame_start:
-            self.report({"ERROR"}, f"the frame range {settings.frame_start}-{settings.frame_end} is empty")
-            return {"CANCELLED"}
-        folder = Path(bpy.path.abspath(settings.output_dir))
-        problem = paths.unwritable(folder)
-        if problem:
-            self.report({"ERROR"}, problem)
-            return {"CANCELLED"}
         current = render_animation.current()
         if current is not None and not current.finished:
             self.report({"ERROR"}, "An animation is already rendering: cancel it first")
             return {"CANCELLED"}
-        if params.seed < 0:  # one seed for the whole sequence, recorded in every job
-            params = params.replace(seed=random.randrange(2**31))
+        try:  # the frame range, the output folder, one seed for the whole sequence
+            frames, folder, params = render_animation.sequence_request(settings, params)
+        except ParamError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
         sequence = render_animation.RenderSequence(
-            scene.name, list(range(settings.frame_start, settings.frame_end + 1)), folder, params,
+            scene.name, frames, folder, params,
             settings.engine, settings.samples, settings.seed_per_frame, files=files).start()
         done, total = sequence.progress
         if sequence.error is not None:

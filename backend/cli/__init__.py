@@ -9,6 +9,7 @@
     python -m backend import-mesh --file model.glb --out DIR
     python -m backend project-image --mesh MESH.npz [--mesh ...] --views VIEWS.json --size 2048 --out DIR
     python -m backend project-texture --mesh MESH.npz --views VIEWS.json --prompt "old bronze" --out DIR
+    python -m backend batch --jobs JOBS_DIR [--ray auto | --local N] [--out DIR]
     python -m backend models make-tiny DIR | list | check
 """
 
@@ -20,6 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
+from backend.cli.batch import add_batch_command, run_batch_command
 from backend.cli.tasks import TASK_COMMANDS, add_task_commands, run_task_command
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="cancel the queued jobs of a client gone for this many seconds")
 
     add_task_commands(sub, _engine_options)
+    add_batch_command(sub, _engine_options)
 
     models = sub.add_parser("models", help="model registry tools")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -97,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve(args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe,
                      args.vram_budget, args.user_models)
+    if args.command == "batch":
+        return run_batch_command(args)
     if args.command in TASK_COMMANDS:
         return run_task_command(args)
     return _models(args)

@@ -8,7 +8,8 @@ pipeline serves seamless and ordinary jobs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,18 @@ def set_seamless(modules: Iterable[nn.Module], wrap_x: bool, wrap_y: bool) -> in
             delattr(conv, _PATCH)
         count += 1
     return count
+
+
+@contextmanager
+def seamless(modules: Iterable[nn.Module], wrap_x: bool, wrap_y: bool) -> Iterator[None]:
+    """Wrap for one job only: the cached UNet and VAE are shared with other pipelines (a ControlNet render reuses
+    the text-to-image components), so the plain convolutions come back afterwards, whatever happened."""
+    modules = list(modules)
+    set_seamless(modules, wrap_x, wrap_y)
+    try:
+        yield
+    finally:
+        set_seamless(modules, False, False)
 
 
 def pipeline_modules(pipe: object) -> list[nn.Module]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from backend.diffusion.seamless import pipeline_modules, set_seamless
+from backend.diffusion.seamless import pipeline_modules, seamless
 from backend.diffusion.steps import step_callback
 from backend.imaging.color import srgb_to_linear
 from backend.imaging.exr import write_exr
@@ -27,8 +27,8 @@ def run(ctx: JobContext, params: TextureParams) -> TextureOutputs:
         options.attach(pipe)
     ctx.check_cancelled()
 
-    set_seamless(pipeline_modules(pipe), params.seamless_x, params.seamless_y)
-    with ctx.timed("generate_s"), options.running([pipe], seed) as extra:
+    with (ctx.timed("generate_s"), seamless(pipeline_modules(pipe), params.seamless_x, params.seamless_y),
+          options.running([pipe], seed) as extra):
         image = pipe(
             prompt=params.prompt,
             negative_prompt=params.negative_prompt or None,

@@ -56,3 +56,27 @@ def test_one_axis_only_and_restoring(tiny_models, cache):
     assert changed > 0
     convs = [m for mod in pipeline_modules(pipe) for m in mod.modules() if isinstance(m, torch.nn.Conv2d)]
     assert not any("_conv_forward" in vars(conv) for conv in convs)  # back to the class method
+
+
+def test_a_seamless_texture_leaves_the_shared_networks_plain(tiny_models, tmp_path):
+    """The render pipeline reuses the text-to-image UNet and VAE: a seamless texture before it must not make the
+    render wrap (found by the farm test: a warm actor's render differed from a fresh backend's)."""
+    from farm_jobs import output_pixels, render_job, texture_job
+
+    from backend.runner import make_engine, run_job
+    from contract import jobfolder, messages
+
+    def run(engine, job_dir):  # type: ignore[no-untyped-def]
+        record = jobfolder.read_job(job_dir)
+        final = run_job(engine, messages.Submit(record["id"], record["task"], str(job_dir), record["request"]),
+                        lambda _m: None)
+        assert isinstance(final, messages.Result), final
+
+    fresh, after = render_job(tmp_path / "a", 2), render_job(tmp_path / "b", 2)
+    run(make_engine("cpu", registry=str(tiny_models)), fresh)
+    warm = make_engine("cpu", registry=str(tiny_models))
+    run(warm, texture_job(tmp_path / "b", 1))
+    run(warm, after)
+    first, second = output_pixels(fresh), output_pixels(after)
+    assert first.keys() == second.keys()
+    assert all((first[name] == second[name]).all() for name in first)
