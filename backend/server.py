@@ -17,6 +17,7 @@ import threading
 from typing import IO, TYPE_CHECKING
 
 from backend import __version__
+from backend.engine_options import EngineOptions
 from backend.scheduler import CancelOutcome, DuplicateJob, Scheduler
 from contract import framing, messages
 
@@ -97,16 +98,11 @@ def _protocol_stream() -> IO[str]:
     return out
 
 
-def serve(device: str = "auto", precision: str = "auto", registry: str | None = None,
-          allow_download: bool = False, allow_unsafe: bool = False, vram_budget: str = "auto",
-          user_models: str | None = None) -> int:
+def serve(options: EngineOptions, user_models: str | None = None) -> int:
     out = _protocol_stream()
     server = Server(out)
     try:
-        from backend.runner import make_engine
-
-        engine = server.scheduler.engine = make_engine(device, precision, registry, allow_download, allow_unsafe,
-                                                       vram_budget, user_models)
+        engine = server.scheduler.engine = options.make(user_models)
     except ImportError as exc:
         server.send(messages.Error(None, messages.DEPENDENCY, f"the backend cannot import {exc.name}: {exc}",
                                    "run Setup Backend in the add-on preferences, or point "
@@ -118,7 +114,7 @@ def serve(device: str = "auto", precision: str = "auto", registry: str | None = 
         return 2
     from backend.diffusion.gpu_check import handshake_warnings
 
-    warnings = handshake_warnings(engine.device, device) + engine.warnings
+    warnings = handshake_warnings(engine.device, options.device) + engine.warnings
     for warning in warnings:
         log.warning("%s", warning)
     server.send(messages.Handshake(messages.PROTOCOL_VERSION, __version__, engine.device,

@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend import __version__  # noqa: E402
+from backend.engine_options import EngineOptions  # noqa: E402
 from backend.farm.batch import BatchOptions, run_batch  # noqa: E402
-from backend.farm.worker import EngineOptions  # noqa: E402
 from contract import jobfolder, messages  # noqa: E402
 from devtools.bench_models import registry_for_bench  # noqa: E402
 

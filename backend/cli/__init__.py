@@ -86,20 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve" and args.listen is not None:
+        from backend.engine_options import EngineOptions
         from backend.remote.listener import NetworkOptions, serve_network
 
         return serve_network(NetworkOptions(
             args.listen, args.token_file, args.root, args.insecure, args.max_upload_mb, args.keep_jobs,
-            args.orphan_grace, args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe,
-            args.vram_budget))
+            args.orphan_grace, EngineOptions.from_args(args)))
     if args.command == "serve":
         if args.insecure or args.root or args.token_file:
             print("error: --root, --token-file and --insecure go with --listen", file=sys.stderr)
             return 2
+        from backend.engine_options import EngineOptions
         from backend.server import serve
 
-        return serve(args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe,
-                     args.vram_budget, args.user_models)
+        return serve(EngineOptions.from_args(args), args.user_models)
     if args.command == "batch":
         return run_batch_command(args)
     if args.command in TASK_COMMANDS:

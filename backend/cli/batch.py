@@ -36,8 +36,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:
         print("error: the batch command needs Ray: pip install -r backend/requirements-farm.txt", file=sys.stderr)
         return 2
+    from backend.engine_options import EngineOptions
     from backend.farm.batch import BatchOptions, run_batch
-    from backend.farm.worker import EngineOptions
 
     if args.local is not None and args.local < 1 or args.workers is not None and args.workers < 1:
         print("error: --local and --workers take a number from 1", file=sys.stderr)
@@ -45,8 +45,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     if args.max_retries < 0:
         print("error: --max-retries takes a number from 0", file=sys.stderr)
         return 2
-    engine = EngineOptions(args.device, args.precision, args.registry, args.allow_download, args.allow_unsafe,
-                           args.vram_budget)
+    engine = EngineOptions.from_args(args)
     options = BatchOptions(args.jobs, args.out, args.ray, args.local, args.workers, args.transfer,
                            args.max_retries, engine, progress=not args.no_progress)
     try:

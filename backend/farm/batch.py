@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.engine_options import EngineOptions
 from backend.farm import jobs as batch_jobs
 from backend.farm.order import FamilyQueue
 from backend.farm.shipping import JobStore
 from backend.farm.summary import RUNNING, SKIPPED, Attempt, BatchSummary
-from backend.farm.worker import EngineOptions, FarmWorker, Ticket, WorkerInfo
+from backend.farm.worker import FarmWorker, Ticket, WorkerInfo
 from contract import jobfolder
 
 log = logging.getLogger("backend.farm")

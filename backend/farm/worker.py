@@ -17,20 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backend.engine_options import EngineOptions
 from contract import jobfolder, messages
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """``python -m backend batch``'s engine flags, as the server takes them; the registry must be readable on
-    every node (a path all nodes see, or the built-in Hugging Face ids with the models in each node's cache)."""
-
-    device: str = "auto"
-    precision: str = "auto"
-    registry: str | None = None
-    allow_download: bool = False
-    allow_unsafe: bool = False
-    vram_budget: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -62,12 +50,9 @@ class Report:
 
 class FarmWorker:
     def __init__(self, slot: int, options: EngineOptions, marker: tuple[str, str], store: Any) -> None:
-        from backend.runner import make_engine
-
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         _match_threads()
-        self._engine = make_engine(options.device, options.precision, options.registry, options.allow_download,
-                                   options.allow_unsafe, options.vram_budget)
+        self._engine = options.make()
         self._store = store
         self._scratch = Path(tempfile.mkdtemp(prefix="scene_diffusion_farm_"))
         marker_path, token = marker

@@ -12,10 +12,11 @@ import signal
 import socket
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend import __version__
+from backend.engine_options import EngineOptions
 from backend.remote import address
 from backend.remote.connection import Connection, Shared
 from backend.remote.credentials import CredentialError, load_certificate, load_token, server_context
@@ -40,12 +41,7 @@ class NetworkOptions:
     max_upload_mb: int = 2048
     keep_jobs: int = 200
     orphan_grace_s: float = 120.0
-    device: str = "auto"
-    precision: str = "auto"
-    registry: str | None = None
-    allow_download: bool = False
-    allow_unsafe: bool = False
-    vram_budget: str = "auto"
+    engine: EngineOptions = field(default_factory=EngineOptions)
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -73,10 +69,7 @@ def serve_network(options: NetworkOptions) -> int:
         log.info("made a new token in %s", token_file)
 
     try:
-        from backend.runner import make_engine
-
-        engine = make_engine(options.device, options.precision, options.registry, options.allow_download,
-                             options.allow_unsafe, options.vram_budget)
+        engine = options.engine.make()
     except ImportError as exc:
         return _fail(f"the backend cannot import {exc.name}: {exc}; install backend/requirements.txt", 3)
     except Exception as exc:  # noqa: BLE001 - a bad device or registry is a message, not a trace
@@ -84,7 +77,7 @@ def serve_network(options: NetworkOptions) -> int:
 
     from backend.diffusion.gpu_check import handshake_warnings
 
-    warnings = handshake_warnings(engine.device, options.device) + engine.warnings
+    warnings = handshake_warnings(engine.device, options.engine.device) + engine.warnings
     for warning in warnings:
         log.warning("%s", warning)
     store = ContentStore(root / "store", options.max_upload_mb * 1024 * 1024)
