@@ -116,8 +116,8 @@ def _add_to_manifest(jobs_dir: Path, entries: dict[str, StagedJob]) -> None:
 
 
 def _new_job(jobs_dir: Path, params: TextureParams | RenderParams) -> tuple[str, Path]:
-    job_dir = jobfolder.create_job(jobs_dir, params.task, params.to_dict())
-    return str(jobfolder.read_job(job_dir)["id"]), job_dir
+    job_id = jobfolder.new_job_id()
+    return job_id, jobfolder.create_job(jobs_dir, params.task, params.to_dict(), job_id=job_id)
 
 
 def _blend_key(path: str) -> str:

@@ -374,10 +374,14 @@ class Supervisor:
         del self._detached[job.id]
         if isinstance(message, (msg.Accepted, msg.Progress, msg.Result)):
             job.state, job.error, job.sent, job.accepted = QUEUED, None, True, True
+            if isinstance(message, msg.Progress) and message.phase == "download":
+                # It finished while we were away: the transfer thread is fetching its files and then merges the
+                # server's job.json (done); rewriting the record here would race that merge.
+                return True
             try:
                 record = jobfolder.read_job(job.job_dir)
                 # Done: the job finished while we were away and its Files came first, so the server's job.json
-                # is already merged in (the download's progress can reach us before the Result): keep it.
+                # is already merged in: keep it.
                 if record.get("status") != jobfolder.DONE:
                     record.pop("error", None)
                     record.pop("ended", None)
