@@ -30,7 +30,9 @@ from . import preferences
 from .jobs.model_sizes import REGISTRY_FILE
 
 DEFAULT_SCHEDULER = "DEFAULT"  # Blender enums need a name; the contract's "" (the family's default)
-BUILTIN_MODELS = ("sd15", "sdxl")  # the built-in registry's text-to-image models
+# The built-in registry's text-to-image models (backend/models/registry.py; a unit test keeps them equal).
+BUILTIN_MODELS = ("sd15", "sdxl", "flux-schnell", "flux-dev", "flux2-klein", "qwen-image", "z-image-turbo",
+                  "sd35-large", "sd35-medium")
 TEXT_TO_IMAGE = "text_to_image"
 REFERENCE_INPUT = reference_input(".npy")  # the image's pixels as Blender holds them (scene_export.pixels)
 

@@ -28,6 +28,19 @@ BUILTIN: dict[str, tuple[str, str, str]] = {
     "controlnet_canny": ("controlnet-canny", "lllyasviel/control_v11p_sd15_canny", "sd15"),
     "controlnet_depth_sdxl": ("controlnet-depth-sdxl", "diffusers/controlnet-depth-sdxl-1.0", "sdxl"),
     "controlnet_canny_sdxl": ("controlnet-canny-sdxl", "diffusers/controlnet-canny-sdxl-1.0", "sdxl"),
+    "controlnet_depth_flux": ("controlnet-union-flux", "InstantX/FLUX.1-dev-Controlnet-Union", "flux"),
+    "controlnet_canny_flux": ("controlnet-union-flux", "InstantX/FLUX.1-dev-Controlnet-Union", "flux"),
+    "controlnet_normal_flux": ("controlnet-normal-flux", "jasperai/Flux.1-dev-Controlnet-Surface-Normals", "flux"),
+    "controlnet_depth_qwen_image": ("controlnet-union-qwen-image", "InstantX/Qwen-Image-ControlNet-Union",
+                                    "qwen_image"),
+    "controlnet_canny_qwen_image": ("controlnet-union-qwen-image", "InstantX/Qwen-Image-ControlNet-Union",
+                                    "qwen_image"),
+    "controlnet_depth_z_image": ("controlnet-union-z-image", "alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union",
+                                 "z_image"),
+    "controlnet_canny_z_image": ("controlnet-union-z-image", "alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union",
+                                 "z_image"),
+    "controlnet_depth_sd3": ("controlnet-depth-sd3", "stabilityai/stable-diffusion-3.5-large-controlnet-depth", "sd3"),
+    "controlnet_canny_sd3": ("controlnet-canny-sd3", "stabilityai/stable-diffusion-3.5-large-controlnet-canny", "sd3"),
     "ip_adapter": ("ip-adapter-sd15", "h94/IP-Adapter", "sd15"),
     "ip_adapter_sdxl": ("ip-adapter-sdxl", "h94/IP-Adapter", "sdxl"),
 }
@@ -137,7 +150,7 @@ def read_registry(path: str | None) -> tuple[dict[str, tuple[str, str, str]], st
 
 def panel_roles(base_family: str) -> list[str]:
     """The roles the panels' jobs resolve: the base model, its family's ControlNets, PBR and mesh models."""
-    suffix = "_sdxl" if base_family == "sdxl" else ""
+    suffix = "" if base_family in ("sd15", "") else f"_{base_family}"  # controlnet_depth, controlnet_depth_flux
     return ["text_to_image", *(f"controlnet_{c}{suffix}" for c in CONTROLS), "intrinsics", "normals", "image_to_3d"]
 
 

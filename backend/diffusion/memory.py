@@ -121,7 +121,9 @@ def apply_memory_plan(pipeline: Any, plan: MemoryPlan, device: str) -> Any:
     vae = getattr(pipeline, "vae", None)
     if plan.vae_tiling and vae is not None and hasattr(vae, "enable_tiling"):
         vae.enable_tiling()
-    if plan.attention_slicing and hasattr(pipeline, "enable_attention_slicing"):
+    # Sliced attention is the UNet pipelines' (diffusers' sliced processors); transformer families keep theirs.
+    if plan.attention_slicing and getattr(pipeline, "unet", None) is not None and hasattr(
+            pipeline, "enable_attention_slicing"):
         pipeline.enable_attention_slicing()
     return pipeline
 

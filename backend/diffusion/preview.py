@@ -29,9 +29,17 @@ _BIAS = {"sd15": np.zeros(3, np.float32), "sdxl": np.array([0.1084, -0.0175, -0.
 
 
 def latents_to_rgb(latents: np.ndarray, family: str) -> np.ndarray:
-    """(4, h, w) latents -> (h, w, 3) float32 in [0, 1] (display-referred, like the VAE's output)."""
-    if latents.ndim != 3 or latents.shape[0] != 4:
-        raise ValueError(f"expected latents shaped (4, h, w), got {latents.shape}")
+    """(C, h, w) latents -> (h, w, 3) float32 in [0, 1] (display-referred, like the VAE's output).
+
+    4-channel latents (SD 1.5, SDXL) go through the family's fitted map. The transformer families' 16-, 32- and
+    64-channel latents have no map here: their first three channels, each stretched over its own range, show the
+    layout forming (not its colours)."""
+    if latents.ndim != 3 or latents.shape[0] < 3:
+        raise ValueError(f"expected latents shaped (C, h, w) with C >= 3, got {latents.shape}")
+    if latents.shape[0] != 4:
+        rgb = latents[:3].astype(np.float32).transpose(1, 2, 0)
+        low, high = rgb.min(axis=(0, 1)), rgb.max(axis=(0, 1))
+        return np.clip((rgb - low) / np.maximum(high - low, 1e-6), 0.0, 1.0)
     factors = _FACTORS.get(family, _FACTORS["sd15"])
     bias = _BIAS.get(family, _BIAS["sd15"])
     rgb = np.einsum("chw,cr->hwr", latents.astype(np.float32), factors) + bias

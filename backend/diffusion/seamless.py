@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,10 +35,49 @@ def _padded_convs(modules: Iterable[nn.Module]) -> Iterable[nn.Conv2d]:
                 yield module
 
 
+def _causal_convs(modules: Iterable[nn.Module]) -> Iterable[nn.Conv3d]:
+    """Qwen-Image's VAE convolutions (QwenImageCausalConv3d): they pad in ``forward`` with zeros from their own
+    ``_padding`` (W, W, H, H, frames before, after) and have ``padding`` 0, so the Conv2d patch misses them."""
+    for root in modules:
+        for module in root.modules():
+            padding = getattr(module, "_padding", None)
+            if isinstance(module, nn.Conv3d) and isinstance(padding, tuple) and len(padding) == 6 and any(padding[:4]):
+                yield module
+
+
+def _wrapped_causal_forward(conv: nn.Conv3d, wrap_x: bool, wrap_y: bool):  # type: ignore[no-untyped-def]
+    """The causal convolution with its spatial padding done here, circular where it wraps; time stays causal."""
+    pad_w, _, pad_h, _, *time = conv._padding  # type: ignore[misc]
+    plain: Any = type(conv).forward  # QwenImageCausalConv3d.forward(x, cache_x)
+
+    def spatial(x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (pad_w, pad_w, 0, 0, 0, 0), mode="circular" if wrap_x else "constant")
+        return F.pad(x, (0, 0, pad_h, pad_h, 0, 0), mode="circular" if wrap_y else "constant")
+
+    def forward(x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
+        saved = conv._padding
+        conv._padding = (0, 0, 0, 0, *time)  # type: ignore[assignment]
+        try:
+            return plain(conv, spatial(x), None if cache_x is None else spatial(cache_x))
+        finally:
+            conv._padding = saved  # type: ignore[assignment]
+
+    return forward
+
+
 def set_seamless(modules: Iterable[nn.Module], wrap_x: bool, wrap_y: bool) -> int:
-    """Make every padded Conv2d under ``modules`` wrap in X and/or Y (or neither, which
-    restores the original convolution). Returns how many convolutions were changed."""
+    """Make every padded Conv2d under ``modules`` (and Qwen-Image's causal Conv3d) wrap in X and/or Y (or
+    neither, which restores the original convolution). Returns how many convolutions were changed."""
+    modules = list(modules)
     count = 0
+    for causal in _causal_convs(modules):
+        if wrap_x or wrap_y:
+            causal.forward = _wrapped_causal_forward(causal, wrap_x, wrap_y)  # type: ignore[method-assign]
+            setattr(causal, _PATCH, (wrap_x, wrap_y))
+        elif hasattr(causal, _PATCH):
+            del causal.forward  # falls back to the class method
+            delattr(causal, _PATCH)
+        count += 1
     for conv in _padded_convs(modules):
         padding = conv.padding
         if isinstance(padding, str):

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from backend.diffusion.latent_grid import unpack
 from backend.diffusion.preview import latents_to_rgb
 from backend.imaging.image_io import write_png
 from backend.tasks.context import JobContext
@@ -18,16 +19,21 @@ StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
 
 
 def step_callback(ctx: JobContext, family: str, total: int, preview_every: int,
-                  prefix: str = "previews/step", offset: int = 0) -> StepCallback:
+                  prefix: str = "previews/step", offset: int = 0,
+                  grid: tuple[int, int] | None = None) -> StepCallback:
     """For ``callback_on_step_end``: report step ``offset + done`` of ``total``, write a latent
     preview every ``preview_every`` steps, and raise JobCancelled at the next step after a cancel
-    (which also skips decoding)."""
+    (which also skips decoding). ``grid``: the token rows and columns of a family that packs its latents
+    (latent_grid.py)."""
 
     def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         done = offset + step + 1
         preview = None
         if preview_every and (done % preview_every == 0 or done == total):
-            latents = tensors["latents"][0].float().cpu().numpy()
+            latents = tensors["latents"][:1].float()
+            if latents.ndim == 3 and grid is not None:  # packed tokens: back to a (C, h, w) picture
+                latents = unpack(latents, *grid)
+            latents = latents[0].cpu().numpy()
             scale = max(1, PREVIEW_SIZE // max(latents.shape[1:]))
             preview = write_png(ctx.output(f"{prefix}-{done:04d}.png"), latents_to_rgb(latents, family), scale=scale)
         ctx.progress(done, max(total, done), preview)  # img2img runs about steps * strength steps

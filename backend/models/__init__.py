@@ -55,12 +55,15 @@ from backend.models.families import (
     SD2_CROSS_ATTENTION_DIM,
     SHAP_E_IMG2IMG_ID,
     ModelSpec,
+    check_components,
     check_family,
     check_kind,
+    check_size,
     controlnet_pipeline_class,
     controlnet_role,
     detect_family,
     pipeline_class,
+    variant_class,
     weights_problem,
 )
 from backend.models.registry import (
@@ -87,7 +90,7 @@ __all__ = [
     "IP_ADAPTER_ID", "KIND_FAMILIES", "KINDS", "MARIGOLD_INTRINSICS_ID", "MARIGOLD_NORMALS_ID", "MARIGOLD_PIPELINES",
     "PIPELINE_CLASSES", "SD2_CROSS_ATTENTION_DIM", "SHAP_E_IMG2IMG_ID", "ModelSpec", "check_family",
     "check_kind", "controlnet_pipeline_class", "controlnet_role", "detect_family", "pipeline_class",
-    "weights_problem",
+    "weights_problem", "check_components", "check_size", "variant_class",
     # registry
     "ENV_REGISTRY", "MAKE_TINY", "REGISTRY_FILE", "REGISTRY_FORMAT", "Registry", "check",
     "default_registry", "describe", "hf_cache_dir", "is_local_source", "load_registry", "locate",

@@ -24,12 +24,15 @@ from backend.models.families import (
     SHAP_E_IMG2IMG_ID,
     ModelSpec,
     _family_phrase,
+    check_components,
     check_family,
     check_kind,
     controlnet_pipeline_class,
     controlnet_role,
+    variant_class,
     weights_problem,
 )
+from backend.models.family_traits import TRAITS
 from backend.models.registry import ENV_REGISTRY, MAKE_TINY, _not_here, is_local_source, locate
 from contract import messages
 from contract.model_sources import is_checkpoint_file
@@ -149,7 +152,7 @@ class PipelineCache:
             raise ModelError(messages.INVALID_PARAMS,
                              f"Model '{base.name}' is a {base.kind} model; a ControlNet guides a "
                              "text_to_image model.",
-                             "Choose a text_to_image model (SD 1.5 or SDXL) as the base model.")
+                             "Choose a text_to_image model as the base model.")
         if not controls:
             raise ModelError(messages.INVALID_PARAMS,
                              f"No ControlNet given for the ControlNet pipeline of '{base.name}'.",
@@ -179,9 +182,21 @@ class PipelineCache:
                 raise self._family_clash(
                     base, spec, f"ControlNet '{spec.name}' cannot guide '{base.name}' "
                                 f"({_family_phrase(base.family)}): {exc.message}", exc.hint) from None
+        cls = controlnet_pipeline_class(base.family, img2img, inpaint)  # MODEL_FAMILY before loading when none
+        if len(controls) > 1 and not TRAITS[base.family].multi_control:
+            raise ModelError(messages.INVALID_PARAMS,
+                             f"{TRAITS[base.family].name} ControlNet pipelines take one control at a time, "
+                             f"got {len(controls)}.", "Keep one control (depth or canny) and turn the others off.")
         base_pipe = self._get(base, sources.get(base.name))
         nets = [self._get(control, sources.get(control.name)) for control in controls]
-        return self._assemble(base_pipe, nets, base.family, img2img, inpaint)
+        return self._assemble(base_pipe, cls, nets, base.family)
+
+    def variant_pipeline(self, base: ModelSpec, variant: str) -> Any:
+        """``base``'s img2img or inpaint pipeline (no control) wired from the cached text-to-image pipeline's
+        components (object wiring only, as :meth:`controlnet_pipeline`). MODEL_FAMILY before loading when
+        diffusers has no such pipeline for the family."""
+        cls = variant_class(base.family, variant)
+        return self._assemble(self.text_to_image(base), cls, [], base.family)
 
     def _family_clash(self, base: ModelSpec, control: ModelSpec, message: str, hint: str = "") -> ModelError:
         """MODEL_FAMILY for a ControlNet that cannot guide ``base``; the hint names the right roles."""
@@ -194,25 +209,27 @@ class PipelineCache:
                           f"{advice[:1].upper()}{advice[1:]}, or a base model of the family of "
                           f"'{control.name}'.")
 
-    def _assemble(self, base_pipe: Any, nets: list[Any], family: str, img2img: bool, inpaint: bool = False) -> Any:
+    def _assemble(self, base_pipe: Any, cls: Any, nets: list[Any], family: str) -> Any:
         import inspect
 
-        from diffusers import MultiControlNetModel
+        import diffusers
 
-        cls = controlnet_pipeline_class(family, img2img, inpaint)
         params = inspect.signature(cls.__init__).parameters
-        # vae, text encoders, tokenizers, unet (+ safety_checker, feature_extractor, image_encoder)
+        # vae, text encoders, tokenizers, unet / transformer (+ safety_checker, feature_extractor, image_encoder)
         parts = {k: v for k, v in base_pipe.components.items() if k in params}
         scheduler = base_pipe.scheduler
         parts["scheduler"] = type(scheduler).from_config(scheduler.config)
-        # Constructor flags the base pipeline keeps in its config (SD: requires_safety_checker;
-        # SDXL: force_zeros_for_empty_prompt) or as an attribute (SDXL's invisible watermark).
-        options = {k: base_pipe.config[k] for k in ("requires_safety_checker", "force_zeros_for_empty_prompt")
+        # Constructor flags the base pipeline keeps in its config (SD: requires_safety_checker; SDXL:
+        # force_zeros_for_empty_prompt; FLUX.2 klein: is_distilled) or as an attribute (SDXL's invisible watermark).
+        options = {k: base_pipe.config[k] for k in ("requires_safety_checker", "force_zeros_for_empty_prompt",
+                                                    "is_distilled")
                    if k in params and k in base_pipe.config}
         if "add_watermarker" in params:
             options["add_watermarker"] = getattr(base_pipe, "watermark", None) is not None
-        controlnet = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
-        pipeline = cls(**parts, controlnet=controlnet, **options)
+        if nets:
+            multi = getattr(diffusers, TRAITS[family].multi_control) if len(nets) > 1 else None
+            options["controlnet"] = nets[0] if multi is None else multi(nets)
+        pipeline = cls(**parts, **options)
         pipeline.set_progress_bar_config(disable=True)
         if self.memory_plan is not None and self.memory_plan.offloads:
             from backend.diffusion.memory import apply_memory_plan
@@ -260,6 +277,10 @@ class PipelineCache:
 
     def _source(self, spec: ModelSpec) -> tuple[str, bool]:
         """(what to hand from_pretrained, whether it is local), family already checked."""
+        if spec.quantization or spec.transformer_file:  # GGUF / bnb 4-bit: their own checks, before anything loads
+            from backend.models.quantized import check_quantization
+
+            check_quantization(spec, self.device)
         folder = locate(spec)
         if folder is not None and is_checkpoint_file(spec.source):
             checkpoint_config(spec, folder, self.allow_unsafe)  # header, family, config folder: or raise
@@ -267,6 +288,7 @@ class PipelineCache:
         if folder is not None:
             check_family(spec, folder)
             check_kind(spec, folder)
+            check_components(spec, folder)
             return str(folder), True
         if is_local_source(spec) or not self.allow_download or hub_offline():
             raise ModelError(messages.MODEL_MISSING,
@@ -323,6 +345,10 @@ class PipelineCache:
         if is_checkpoint_file(source):  # a single file: diffusers' from_single_file, configs from a folder
             config = checkpoint_config(spec, Path(source), self.allow_unsafe)
             return self._ready(load_checkpoint(cls, spec, Path(source), config, self.dtype))
+        if spec.quantization:
+            from backend.models.quantized import load_quantized
+
+            return self._ready(load_quantized(cls, spec, Path(source), self.dtype, local))
         try:
             pipeline = cls.from_pretrained(
                 source,

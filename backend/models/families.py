@@ -15,28 +15,27 @@ from pathlib import Path
 from typing import Any
 
 from backend.models.errors import ModelError
+from backend.models.family_traits import IMAGE_FAMILIES, TRAITS, VARIANTS, control_family, control_role, pipeline_family
 from contract import messages
 
-FAMILIES = ("sd15", "sdxl", "marigold", "shap_e")
-FAMILY_NAMES = {"sd15": "SD 1.5", "sdxl": "SDXL", "marigold": "Marigold", "shap_e": "Shap-E"}
-_ARTICLES = {"sd15": "an", "sdxl": "an", "marigold": "a", "shap_e": "a"}  # "an SDXL model", "a Marigold model"
+# The image families (SD 1.5, SDXL, FLUX.1, FLUX.2 klein, Qwen-Image, Z-Image, SD 3.5: family_traits.py) and the
+# single-purpose ones.
+FAMILIES = (*IMAGE_FAMILIES, "marigold", "shap_e")
+FAMILY_NAMES = {**{f: t.name for f, t in TRAITS.items()}, "marigold": "Marigold", "shap_e": "Shap-E"}
+_ARTICLES = {**{f: t.article for f, t in TRAITS.items()}, "marigold": "a", "shap_e": "a"}  # "an SDXL model"
 KINDS = ("text_to_image", "intrinsics", "normals", "controlnet", "image_to_3d", "ip_adapter")
+CONTROL_FAMILIES = tuple(f for f, t in TRAITS.items() if t.control_model)
 # The families a kind can be; kinds not listed here (later ones) are not restricted.
-KIND_FAMILIES = {"text_to_image": ("sd15", "sdxl"), "intrinsics": ("marigold",),
-                 "normals": ("marigold",), "controlnet": ("sd15", "sdxl"), "image_to_3d": ("shap_e",),
+KIND_FAMILIES = {"text_to_image": IMAGE_FAMILIES, "intrinsics": ("marigold",),
+                 "normals": ("marigold",), "controlnet": CONTROL_FAMILIES, "image_to_3d": ("shap_e",),
                  "ip_adapter": ("sd15", "sdxl")}
-CONTROLNET_CLASS = "ControlNetModel"  # what a controlnet folder's config.json must name
-# Control (what the image shows) -> registry role, for SD 1.5; SDXL roles add "_sdxl".
+CONTROLNET_CLASS = "ControlNetModel"  # what an SD 1.5 / SDXL controlnet folder's config.json must name
+CONTROL_CLASSES = {t.control_model for t in TRAITS.values() if t.control_model}
+# Control (what the image shows) -> registry role, for SD 1.5; other families' roles add "_<family>".
 CONTROLS = ("depth", "normal", "canny")
-CONTROLNET_IDS = {
-    "controlnet_depth": "lllyasviel/control_v11f1p_sd15_depth",
-    "controlnet_normal": "lllyasviel/control_v11p_sd15_normalbae",
-    "controlnet_canny": "lllyasviel/control_v11p_sd15_canny",
-    "controlnet_depth_sdxl": "diffusers/controlnet-depth-sdxl-1.0",
-    "controlnet_canny_sdxl": "diffusers/controlnet-canny-sdxl-1.0",
-    # No SDXL normal ControlNet by default: resolve("controlnet_normal_sdxl") is MODEL_MISSING
-    # unless a registry file adds one.
-}
+# Registry role -> the control model's repo, for every family's default control models (family_traits.py).
+CONTROLNET_IDS = {control_role(control, family): repo for family, t in TRAITS.items()
+                  for control, repo in t.control_ids.items()}
 SD2_CROSS_ATTENTION_DIM = 1024  # OpenCLIP ViT-H features: SD 2.x (SD 1.5: 768, SDXL: 2048)
 # Marigold kinds -> the diffusers pipeline class their model_index.json must name.
 MARIGOLD_PIPELINES = {"intrinsics": "MarigoldIntrinsicsPipeline",
@@ -67,24 +66,32 @@ class ModelSpec:
     # ip_adapter: the weights file inside source, and the folder of its CLIP image encoder inside source.
     weight_name: str = ""
     image_encoder: str = ""
+    # Transformer families: "gguf" (transformer_file: a GGUF single-file transformer) or "bnb_4bit"
+    # (bitsandbytes 4-bit on CUDA); empty: the folder's own weights in the job's dtype (quantized.py).
+    quantization: str = ""
+    transformer_file: str = ""
+    # A union control model: which of its modes each control kind is ("canny=0,depth=2"); empty: one kind only.
+    control_modes: str = ""
 
 
 def controlnet_role(control: str, family: str) -> str:
-    """The registry role of the ControlNet for ``control`` on a ``family`` base model.
+    """The registry role of the control model for ``control`` on a ``family`` base model.
 
-    ``("depth", "sd15")`` -> ``"controlnet_depth"``, ``("depth", "sdxl")`` ->
-    ``"controlnet_depth_sdxl"``. Whether the registry defines the role is :meth:`Registry.resolve`'s
-    business (``controlnet_normal_sdxl`` is not in the built-in registry).
+    ``("depth", "sd15")`` -> ``"controlnet_depth"``, ``("depth", "sdxl")`` -> ``"controlnet_depth_sdxl"``,
+    ``("depth", "flux")`` -> ``"controlnet_depth_flux"``. Whether the registry defines the role is
+    :meth:`Registry.control`'s business (``controlnet_normal_sdxl`` is not in the built-in registry).
     """
     if control not in CONTROLS:
         raise ModelError(messages.INVALID_PARAMS,
                          f"Unknown control '{control}' (known: {', '.join(CONTROLS)}).",
                          f"Use one of {', '.join(CONTROLS)}.")
-    if family not in KIND_FAMILIES["controlnet"]:
+    if family not in CONTROL_FAMILIES:
+        with_controls = ", ".join(FAMILY_NAMES[f] for f in CONTROL_FAMILIES)
         raise ModelError(messages.MODEL_FAMILY,
                          f"There are no ControlNets for {FAMILY_NAMES.get(family, family)} models.",
-                         "Use an SD 1.5 or SDXL model for ControlNet-guided rendering.")
-    return f"controlnet_{control}" + ("_sdxl" if family == "sdxl" else "")
+                         f"Use a model of a family with ControlNets ({with_controls}) for ControlNet-guided "
+                         "rendering, or turn every control off and img2img on to start from the render.")
+    return control_role(control, family)
 
 
 # --- folder checks ---------------------------------------------------------------------
@@ -103,6 +110,8 @@ def detect_family(folder: Path) -> tuple[str | None, str]:
     if config.is_file():
         data = _load_config(config)
         cls = str(data.get("_class_name", ""))
+        if control_family(cls) is not None:  # FluxControlNetModel, SD3ControlNetModel, ...
+            return control_family(cls), cls
         if cls not in (CONTROLNET_CLASS, "UNet2DConditionModel"):
             return None, cls
         if data.get("addition_embed_type") == "text_time":  # SDXL's size/crop conditioning
@@ -122,13 +131,7 @@ def _family_of_pipeline(cls: str) -> str | None:
         return "marigold"
     if cls.startswith("ShapE"):  # ShapEImg2ImgPipeline (image to 3D), ShapEPipeline (text to 3D)
         return "shap_e"
-    if cls.startswith("StableDiffusionXL"):
-        return "sdxl"
-    if cls.startswith("StableDiffusion3"):  # a different architecture despite the prefix
-        return None
-    if cls.startswith("StableDiffusion"):
-        return "sd15"
-    return None
+    return pipeline_family(cls)  # SD 1.5, SDXL and the transformer families (family_traits.py)
 
 
 def _load_config(file: Path) -> dict[str, Any]:
@@ -177,16 +180,18 @@ def check_kind(spec: ModelSpec, folder: Path) -> None:
                          f"Point '{spec.name}' at a {wanted} model in the registry, or give it "
                          "the kind that fits it.")
     _, cls = detect_family(Path(folder))
-    if spec.kind == "controlnet" and cls != CONTROLNET_CLASS:
+    want_control = TRAITS[spec.family].control_model if spec.family in TRAITS else CONTROLNET_CLASS
+    if spec.kind == "controlnet" and cls != want_control:
+        example = next(iter(TRAITS[spec.family].control_ids.values()), "") if spec.family in TRAITS else ""
         raise ModelError(messages.MODEL_FAMILY,
                          f"Model '{spec.name}' is used as a ControlNet, but {folder} holds a "
-                         f"{cls or 'model of unknown class'}, not a {CONTROLNET_CLASS}.",
-                         f"Point '{spec.name}' at a ControlNet (such as "
-                         f"{CONTROLNET_IDS['controlnet_depth']}) in the registry.")
-    if spec.kind != "controlnet" and cls == CONTROLNET_CLASS:
+                         f"{cls or 'model of unknown class'}, not a {want_control}.",
+                         f"Point '{spec.name}' at a {FAMILY_NAMES.get(spec.family, spec.family)} ControlNet"
+                         f"{f' (such as {example})' if example else ''} in the registry.")
+    if spec.kind != "controlnet" and cls in CONTROL_CLASSES:
         raise ModelError(messages.MODEL_FAMILY,
                          f"Model '{spec.name}' is used as a {spec.kind} model, but {folder} holds a "
-                         f"{CONTROLNET_CLASS}, which only guides a text_to_image model.",
+                         f"{cls}, which only guides a text_to_image model.",
                          f"Give '{spec.name}' \"kind\": \"controlnet\" in the registry, or point it "
                          f"at a {spec.kind} model.")
     want_cls = PIPELINE_CLASSES.get(spec.kind)
@@ -232,50 +237,94 @@ def weights_problem(folder: Path, allow_unsafe: bool = False) -> str | None:
 def pipeline_class(family: str, kind: str = "text_to_image") -> Any:
     """The diffusers class a model loads with (``from_pretrained``).
 
-    By kind for Marigold and image_to_3d (``ShapEImg2ImgPipeline``), ``ControlNetModel`` for a
-    controlnet (a model, not a pipeline: see :func:`controlnet_pipeline_class` for the pipeline it
-    joins), else the family's pipeline.
+    By kind for Marigold and image_to_3d (``ShapEImg2ImgPipeline``), the family's control model class for a
+    controlnet (a model, not a pipeline: see :func:`controlnet_pipeline_class` for the pipeline it joins), else
+    the family's text-to-image pipeline (family_traits.py).
     """
-    from diffusers import (
-        ControlNetModel,
-        MarigoldIntrinsicsPipeline,
-        MarigoldNormalsPipeline,
-        ShapEImg2ImgPipeline,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
-    )
+    import diffusers
 
-    if kind == "image_to_3d":
-        return ShapEImg2ImgPipeline
-    if kind == "intrinsics":
-        return MarigoldIntrinsicsPipeline
-    if kind == "normals":
-        return MarigoldNormalsPipeline
+    if kind in PIPELINE_CLASSES:  # intrinsics, normals, image_to_3d
+        return getattr(diffusers, PIPELINE_CLASSES[kind])
     if kind == "controlnet":
-        return ControlNetModel
-    return {"sd15": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}[family]
+        return getattr(diffusers, TRAITS[family].control_model)
+    return getattr(diffusers, TRAITS[family].pipelines["text_to_image"])
+
+
+def variant_class(family: str, variant: str) -> Any:
+    """The diffusers pipeline class of ``family`` for ``variant`` (family_traits.VARIANTS); MODEL_FAMILY when
+    diffusers has none (FLUX.2 klein has no ControlNet, Qwen-Image no ControlNet inpaint ...)."""
+    import diffusers
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown pipeline variant {variant!r}")
+    traits = TRAITS[family]
+    if not traits.has(variant):
+        have = ", ".join(v.replace("_", " ") for v in traits.pipelines)
+        raise ModelError(messages.MODEL_FAMILY,
+                         f"{traits.name} models have no {variant.replace('_', ' ')} pipeline in diffusers "
+                         f"(they have: {have}).",
+                         "Choose a model of another family for this, or change the job's settings "
+                         "(see the README's table of families and capabilities).")
+    return getattr(diffusers, traits.pipelines[variant])
 
 
 def controlnet_pipeline_class(family: str, img2img: bool = False, inpaint: bool = False) -> Any:
-    """StableDiffusion[XL]ControlNet[Img2Img|Inpaint]Pipeline for an SD 1.5 or SDXL base model."""
-    from diffusers import (
-        StableDiffusionControlNetImg2ImgPipeline,
-        StableDiffusionControlNetInpaintPipeline,
-        StableDiffusionControlNetPipeline,
-        StableDiffusionXLControlNetImg2ImgPipeline,
-        StableDiffusionXLControlNetInpaintPipeline,
-        StableDiffusionXLControlNetPipeline,
-    )
-
+    """The family's ControlNet [Img2Img | Inpaint] pipeline class (MODEL_FAMILY when diffusers has none)."""
     if img2img and inpaint:
         raise ValueError("a ControlNet pipeline is img2img or inpaint, not both")
-    if inpaint:
-        return {"sd15": StableDiffusionControlNetInpaintPipeline,
-                "sdxl": StableDiffusionXLControlNetInpaintPipeline}[family]
-    return {("sd15", False): StableDiffusionControlNetPipeline,
-            ("sd15", True): StableDiffusionControlNetImg2ImgPipeline,
-            ("sdxl", False): StableDiffusionXLControlNetPipeline,
-            ("sdxl", True): StableDiffusionXLControlNetImg2ImgPipeline}[(family, img2img)]
+    return variant_class(family, "controlnet_inpaint" if inpaint else "controlnet_img2img" if img2img
+                         else "controlnet")
+
+
+def check_components(spec: ModelSpec, folder: Path) -> None:
+    """MODEL_MISSING when a text_to_image folder lacks a component its family needs (FLUX.1 without its T5
+    text_encoder_2): read from model_index.json and the folder, before any weights load."""
+    traits = TRAITS.get(spec.family)
+    index = Path(folder) / "model_index.json"
+    if traits is None or spec.kind != "text_to_image" or not index.is_file():
+        return
+    entries = _load_config(index)
+    for part in traits.required:
+        entry = entries.get(part)
+        declared = isinstance(entry, list) and len(entry) == 2 and entry[1] is not None
+        if declared and (Path(folder) / part).is_dir():
+            continue
+        what = _COMPONENT_NAMES.get((spec.family, part), part)
+        where = "its model_index.json has no entry for it" if not declared else f"{part}/ is missing"
+        raise ModelError(messages.MODEL_MISSING,
+                         f"Model '{spec.name}' ({traits.name}) at {folder} has no {part} ({what}): {where}.",
+                         f"{traits.name} needs {what}: download the full model (every folder of the repository), or "
+                         f"add {part}/ from the base model it was made from.")
+
+
+# Components artists meet by another name.
+_COMPONENT_NAMES = {("flux", "text_encoder_2"): "the T5 text encoder",
+                    ("flux", "text_encoder"): "the CLIP text encoder",
+                    ("sd3", "text_encoder"): "the CLIP-L text encoder",
+                    ("sd3", "text_encoder_2"): "the CLIP-G text encoder",
+                    ("qwen_image", "text_encoder"): "the Qwen2.5-VL text encoder",
+                    ("z_image", "text_encoder"): "the Qwen3 text encoder",
+                    ("flux2_klein", "text_encoder"): "the Qwen3 text encoder"}
+
+
+def check_size(family: str, width: int, height: int) -> None:
+    """INVALID_PARAMS when the family cannot make a ``width`` x ``height`` image (sides not multiples of its VAE
+    stride times patch size), with the nearest sizes it can make."""
+    traits = TRAITS.get(family)
+    if traits is None:
+        return
+    step = traits.size_multiple
+    if width % step == 0 and height % step == 0:
+        return
+
+    def near(n: int) -> str:
+        low = max(step, n // step * step)
+        return f"{low}" if low == n else f"{low} or {low + step}"
+
+    raise ModelError(messages.INVALID_PARAMS,
+                     f"{traits.name} makes images whose sides are multiples of {step} pixels; {width} x {height} "
+                     "is not.",
+                     f"Use a width of {near(width)} and a height of {near(height)}.")
 
 
 def _family_phrase(family: str) -> str:

@@ -21,15 +21,19 @@ from backend.models.errors import ModelError
 from backend.models.families import (
     CONTROLNET_IDS,
     FAMILIES,
+    FAMILY_NAMES,
     IP_ADAPTER_ID,
     MARIGOLD_INTRINSICS_ID,
     MARIGOLD_NORMALS_ID,
     SHAP_E_IMG2IMG_ID,
     ModelSpec,
+    check_components,
     check_family,
     check_kind,
+    controlnet_role,
     weights_problem,
 )
+from backend.models.family_traits import TRAITS, parse_control_modes
 from contract import messages
 from contract.model_sources import is_checkpoint_file, is_repo_id, resolve_source
 
@@ -71,6 +75,21 @@ class Registry:
         return self._named(self.roles[role], f"role '{role}' points to model "
                                              f"'{self.roles[role]}'")
 
+    def control(self, control: str, family: str, name: str | None = None) -> ModelSpec:
+        """The control model for ``control`` (depth, normal, canny) on a ``family`` base model; an explicit
+        model ``name`` overrides the role. A family with no control model of that kind is MODEL_MISSING, before
+        anything loads, naming the kinds it has (a family with no control models at all: MODEL_FAMILY)."""
+        role = controlnet_role(control, family)
+        if name is not None or role in self.roles:
+            return self.resolve(role, name)
+        have = sorted(c for c in ("depth", "normal", "canny") if controlnet_role(c, family) in self.roles)
+        label = FAMILY_NAMES.get(family, family)
+        raise ModelError(messages.MODEL_MISSING,
+                         f"There is no {control} control model for {label} in the {self.where()} "
+                         f"(role '{role}'; {label} controls here: {', '.join(have) or 'none'}).",
+                         f"Turn the {control} control off{' and use ' + ' or '.join(have) if have else ''}, or add "
+                         f"a {label} {control} ControlNet as role '{role}' in a registry file ({ENV_REGISTRY}).")
+
     def _named(self, name: str, tried: str) -> ModelSpec:
         spec = self.models.get(name)
         if spec is None:
@@ -103,14 +122,37 @@ def default_registry() -> Registry:
     roles = {"text_to_image": "sd15", "intrinsics": "marigold-intrinsics",
              "normals": "marigold-normals", "image_to_3d": "shap-e-img2img",
              "ip_adapter": "ip-adapter-sd15", "ip_adapter_sdxl": "ip-adapter-sdxl"}
+    models.update({spec.name: spec for spec in _TRANSFORMER_MODELS})
+    by_repo: dict[str, list[str]] = {}
     for role, repo in CONTROLNET_IDS.items():
-        name = role.replace("_", "-")  # "controlnet-depth", "controlnet-depth-sdxl", ...
-        family = "sdxl" if role.endswith("_sdxl") else "sd15"
-        # lllyasviel's v1.1 ControlNets state OpenRAIL, diffusers' SDXL ones OpenRAIL++.
-        models[name] = ModelSpec(name, repo, family, "controlnet",
-                                 licence="openrail++" if family == "sdxl" else "openrail")
-        roles[role] = name
+        by_repo.setdefault(repo, []).append(role)
+    for repo, control_roles in by_repo.items():
+        family = next(f for f, t in TRAITS.items() if repo in t.control_ids.values())
+        # One model per repository: a union ControlNet serves several roles and loads once.
+        name = (control_roles[0].replace("_", "-") if len(control_roles) == 1
+                else f"controlnet-union-{family.replace('_', '-')}")
+        models[name] = ModelSpec(name, repo, family, "controlnet", licence=TRAITS[family].control_licence,
+                                 control_modes=UNION_CONTROL_MODES.get(repo, ""))
+        roles.update({role: name for role in control_roles})
     return Registry(path=None, models=models, roles=roles)
+
+
+# The transformer families' text-to-image models, by their Hugging Face ids and stated licences.
+_TRANSFORMER_MODELS = (
+    ModelSpec("flux-schnell", "black-forest-labs/FLUX.1-schnell", "flux", "text_to_image", licence="apache-2.0"),
+    ModelSpec("flux-dev", "black-forest-labs/FLUX.1-dev", "flux", "text_to_image",
+              licence="flux-1-dev-non-commercial-license"),
+    ModelSpec("flux2-klein", "black-forest-labs/FLUX.2-klein-4B", "flux2_klein", "text_to_image",
+              licence="apache-2.0"),
+    ModelSpec("qwen-image", "Qwen/Qwen-Image", "qwen_image", "text_to_image", licence="apache-2.0"),
+    ModelSpec("z-image-turbo", "Tongyi-MAI/Z-Image-Turbo", "z_image", "text_to_image", licence="apache-2.0"),
+    ModelSpec("sd35-large", "stabilityai/stable-diffusion-3.5-large", "sd3", "text_to_image",
+              licence="stabilityai-ai-community"),
+    ModelSpec("sd35-medium", "stabilityai/stable-diffusion-3.5-medium", "sd3", "text_to_image",
+              licence="stabilityai-ai-community"),
+)
+# Union ControlNets whose pipeline takes the control kind as a mode number (the model card's table).
+UNION_CONTROL_MODES = {"InstantX/FLUX.1-dev-Controlnet-Union": "canny=0,depth=2"}
 
 
 def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
@@ -181,12 +223,22 @@ def _parse_model(name: str, entry: Any, base: Path, bad: Any) -> ModelSpec:
         optional[key] = value
     if optional["config"]:  # a checkpoint's config folder: resolved like sources (a repo id stays as it is)
         optional["config"] = resolve_source(optional["config"], base)
+    if optional["quantization"] not in ("", "gguf", "bnb_4bit"):
+        raise bad(f"model '{name}': \"quantization\" must be \"gguf\" or \"bnb_4bit\", "
+                  f"got {optional['quantization']!r}")
+    try:
+        parse_control_modes(optional["control_modes"])
+    except ValueError as exc:
+        raise bad(f"model '{name}': {exc}") from None
+    if optional["transformer_file"]:  # a GGUF transformer beside the pipeline folder: relative to the registry
+        optional["transformer_file"] = resolve_source(optional["transformer_file"], base)
     return ModelSpec(name=name, source=resolve_source(entry["source"], base), family=family,
                      kind=str(kind), tiny=bool(entry.get("tiny", False)), **optional)
 
 
 # Registry entry fields beyond source/family/kind/tiny (see ModelSpec).
-_OPTIONAL_STRINGS = ("config", "licence", "weight_name", "image_encoder")
+_OPTIONAL_STRINGS = ("config", "licence", "weight_name", "image_encoder", "quantization", "transformer_file",
+                     "control_modes")
 
 
 def is_local_source(spec: ModelSpec) -> bool:
@@ -271,6 +323,7 @@ def _check_one(spec: ModelSpec, allow_unsafe: bool) -> dict[str, Any]:
     try:
         check_family(spec, folder)
         check_kind(spec, folder)
+        check_components(spec, folder)
     except ModelError as exc:
         return {"name": spec.name, "ok": False, "detail": exc.message}
     problem = weights_problem(folder, allow_unsafe)

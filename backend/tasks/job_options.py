@@ -40,6 +40,8 @@ class JobOptions:
         from backend.models.lora import apply_loras
 
         self._base = base_pipe
+        if getattr(base_pipe, "unet", None) is None:  # a transformer family: no LoRAs or adapters (checked in prepare)
+            return
         apply_loras(base_pipe, self.family, self.loras)
         # The VRAM budget's attention slicing and an IP-Adapter exclude each other in diffusers (it cannot load
         # an adapter over sliced attention, and slicing replaces the adapter's): with a reference the attention
@@ -70,20 +72,25 @@ class JobOptions:
 
 
 def _sliced(pipe: Any) -> bool:
+    if getattr(pipe, "unet", None) is None:
+        return False
     return any(type(p).__name__.startswith("Sliced") for p in pipe.unet.attn_processors.values())
 
 
-def prepare(ctx: JobContext, base: ModelSpec, params: ModelOptions) -> JobOptions:
+def prepare(ctx: JobContext, base: ModelSpec, params: ModelOptions, negative_prompt: str = "") -> JobOptions:
     """Check the job's options against ``base`` and record them in job.json; loads nothing."""
+    from backend.diffusion.family_calls import negative_prompt_unused
     from backend.diffusion.schedulers import resolve_name
     from backend.models.lora import LoraFile, check_lora, inspect_lora
     from backend.models.provenance import check_commercial, file_digest
 
     scheduler = resolve_name(params.scheduler, base.family)
-    plan = ctx.models.memory_plan
-    options = JobOptions(base.family, scheduler, slice_attention=plan is not None and plan.attention_slicing)
-    records: list[dict[str, Any]] = []
     loras = params.active_loras()
+    _check_family_options(base, scheduler, bool(loras))
+    plan = ctx.models.memory_plan
+    unet = base.family in ("sd15", "sdxl")  # attention slicing is the UNet pipelines' (diffusers' sliced processors)
+    options = JobOptions(base.family, scheduler, slice_attention=unet and plan is not None and plan.attention_slicing)
+    records: list[dict[str, Any]] = []
     widths = known_widths(ctx.registry) if loras else {}  # reads every pipeline's UNet config: only for LoRAs
     for lora in loras:
         path = ctx.input(lora.file)
@@ -106,8 +113,25 @@ def prepare(ctx: JobContext, base: ModelSpec, params: ModelOptions) -> JobOption
     if records:
         ctx.record_extra_models("loras", records)
     ctx.record(options={"scheduler": scheduler, "reference": params.reference,
-                        "reference_strength": params.reference_strength if params.reference else None})
+                        "reference_strength": params.reference_strength if params.reference else None,
+                        **({"negative_prompt_unused": True} if negative_prompt_unused(base.family, negative_prompt)
+                           else {})})
     return options
+
+
+def _check_family_options(base: ModelSpec, scheduler: str, loras: bool) -> None:
+    """What the transformer families do not take (yet): SD samplers and LoRAs. Before anything loads."""
+    from backend.models.family_traits import TRAITS
+
+    traits = TRAITS.get(base.family)
+    if traits is None:
+        return
+    if traits.flow_matching and scheduler != "model":
+        raise invalid(f"{traits.name} samples with its own flow-matching scheduler; the sampler '{scheduler}' is "
+                      "for SD 1.5 and SDXL models", "leave the sampler empty or choose 'As the model ships'")
+    if loras and not traits.loras:
+        raise invalid(f"LoRAs on {traits.name} models are not supported yet", "remove the LoRAs from the job, or use "
+                      "an SD 1.5 or SDXL model with them")
 
 
 def _reference_image(ctx: JobContext, relative: str, colorspace: str) -> np.ndarray:

@@ -29,21 +29,22 @@ import numpy as np
 import torch
 
 from backend.diffusion.conditioning import control_images
-from backend.diffusion.steps import step_callback
+from backend.diffusion.family_calls import Prompting, prompt_kwargs, step_kwargs
+from backend.diffusion.guided_call import GuidedCall, guided_call
 from backend.imaging.color import linear_to_srgb, srgb_to_linear
 from backend.imaging.control import conditioning_rgb
 from backend.imaging.exr import write_exr
 from backend.imaging.image_io import write_png
 from backend.imaging.map_files import provenance
 from backend.imaging.passes import ScenePasses
-from backend.models import controlnet_role
+from backend.models import ModelSpec, check_size
 from backend.projection.bake import BakeSettings, bake, render_into_view
 from backend.projection.objects import bake_objects, coverage, settings, write_textures
 from backend.projection.views import ViewInput, load_meshes, load_views
 from backend.tasks import job_options
 from backend.tasks.context import JobContext
 from contract.formats.surface import BakeMesh
-from contract.tasks import ProjectTextureOutputs, ProjectTextureParams
+from contract.tasks import ControlParams, ProjectTextureOutputs, ProjectTextureParams
 from contract.tasks.project import ViewGeneration
 
 
@@ -56,20 +57,24 @@ def run(ctx: JobContext, params: ProjectTextureParams) -> ProjectTextureOutputs:
     conditions = [_conditioning(view, [kind for kind, _ in controls], params) for view in views]
 
     base = ctx.registry.resolve("text_to_image", params.model or None)
-    control_specs = [ctx.registry.resolve(controlnet_role(kind, base.family)) for kind, _ in controls]
+    check_size(base.family, params.width, params.height)
+    control_specs = [ctx.registry.control(kind, base.family) for kind, _ in controls]
+    as_params = [ControlParams(kind, weight) for kind, weight in controls]
+    sequential = params.sequential and len(views) > 1
+    plans = (guided_call(base.family, as_params, control_specs, img2img=False),
+             guided_call(base.family, as_params, control_specs, img2img=False, inpaint=True) if sequential else None)
     seed = ctx.seed(params.seed)
     ctx.record_models(commercial=params.commercial, text_to_image=base, controlnets=control_specs)
-    options = job_options.prepare(ctx, base, params)
+    options = job_options.prepare(ctx, base, params, params.negative_prompt)
     with ctx.timed("load_s"):
         pipe = job_options.controlnet_pipeline(ctx, options, base, control_specs)
-        inpaint = (ctx.models.controlnet_pipeline(base, control_specs, inpaint=True)
-                   if params.sequential and len(views) > 1 else None)
+        inpaint = ctx.models.controlnet_pipeline(base, control_specs, inpaint=True) if sequential else None
     ctx.check_cancelled()
 
     # The same reference image (and LoRAs, and sampler) for every view keeps the views one style.
     with ctx.timed("generate_s"), options.running([p for p in (pipe, inpaint) if p is not None], seed) as extra:
-        generated, kept = _generate(ctx, params, meshes, views, conditions, controls, pipe, inpaint, seed,
-                                    base.family, extra)
+        generated, kept = _generate(ctx, params, meshes, views, conditions, (as_params, control_specs), (pipe, inpaint),
+                                    plans, seed, base.family, extra)
     warnings: list[str] = []
     final_views = [view.bake_view(srgb_to_linear(image)) for view, image in zip(views, generated, strict=True)]
     steps = len(views) * params.steps
@@ -99,23 +104,29 @@ def run(ctx: JobContext, params: ProjectTextureParams) -> ProjectTextureOutputs:
 
 
 def _generate(ctx: JobContext, params: ProjectTextureParams, meshes: Sequence[BakeMesh], views: Sequence[ViewInput],
-              conditions: list[list[np.ndarray]], controls: list[tuple[str, float]], pipe: Any, inpaint: Any,
-              seed: int, family: str, extra: dict[str, Any]) -> tuple[list[np.ndarray], list[float]]:
+              conditions: list[list[np.ndarray]], controls: tuple[list[ControlParams], list[ModelSpec]],
+              pipes: tuple[Any, Any], plans: tuple[GuidedCall, GuidedCall | None], seed: int, family: str,
+              extra: dict[str, Any]) -> tuple[list[np.ndarray], list[float]]:
     """Each view's image (H x W x 3 float32 sRGB in [0, 1]) and the share of its pixels kept from earlier views."""
     bake_settings = settings(params)
     total = len(views) * params.steps + len(meshes)
     generated: list[np.ndarray] = []
     kept: list[float] = []
+    pipe, inpaint = pipes
     for k, view in enumerate(views):
-        call = {**_call_arguments(ctx, params, controls, conditions[k], seed + k, family, total, k), **extra}
+        call = {**_call_arguments(ctx, params, pipe, seed + k, family, total, k), **extra}
+        torch.manual_seed(seed + k)  # SD 3.5's ControlNet pipeline samples control latents from torch's generator
         if inpaint is None or k == 0:
-            image = pipe(image=call.pop("control"), **call).images[0]
+            call.update(plans[0].control_kwargs(*controls, conditions[k]))
+            image = pipe(**plans[0].accepted(pipe, call)).images[0]
             kept.append(0.0)
         else:
+            assert plans[1] is not None
             start, known = known_pixels(ctx, meshes, views[:k], generated, view, bake_settings, params,
                                         k * params.steps, total)
-            image = inpaint(image=start[None], mask_image=(~known).astype(np.float32)[None, :, :, None],
-                            control_image=call.pop("control"), strength=1.0, **call).images[0]
+            call.update(plans[1].control_kwargs(*controls, conditions[k]), image=start[None],
+                        mask_image=(~known).astype(np.float32)[None, :, :, None], strength=1.0)
+            image = inpaint(**plans[1].accepted(inpaint, call)).images[0]
             image = np.where(known[:, :, None], start, image)  # kept pixels exactly as rendered
             kept.append(round(float(known.mean()), 4))
         generated.append(np.ascontiguousarray(image, dtype=np.float32))
@@ -130,19 +141,15 @@ def _conditioning(view: ViewInput, kinds: list[str], params: ProjectTextureParam
     return [conditioning_rgb(images[kind])[None] for kind in kinds]
 
 
-def _call_arguments(ctx: JobContext, params: ProjectTextureParams, controls: list[tuple[str, float]],
-                    images: list[np.ndarray], seed: int, family: str, total: int, k: int) -> dict[str, Any]:
-    """The keyword arguments both pipelines share, plus "control": the control image(s) of view k."""
-    single = len(controls) == 1  # a single ControlNet takes plain values, not lists
+def _call_arguments(ctx: JobContext, params: ProjectTextureParams, pipe: Any, seed: int, family: str, total: int,
+                    k: int) -> dict[str, Any]:
+    """The keyword arguments both pipelines share (the controls are added by the view's GuidedCall)."""
     return dict(
-        prompt=params.prompt, negative_prompt=params.negative_prompt or None, width=params.width,
-        height=params.height, num_inference_steps=params.steps, guidance_scale=params.guidance,
+        **prompt_kwargs(pipe, family, Prompting(params.prompt, params.negative_prompt, params.guidance)),
+        width=params.width, height=params.height, num_inference_steps=params.steps,
         generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np",
-        controlnet_conditioning_scale=controls[0][1] if single else [weight for _, weight in controls],
-        control=images[0] if single else images,
-        callback_on_step_end=step_callback(ctx, family, total, params.preview_every,
-                                           prefix=f"previews/view{k:02d}-step", offset=k * params.steps),
-        callback_on_step_end_tensor_inputs=["latents"],
+        **step_kwargs(ctx, family, total, params.preview_every, (params.width, params.height),
+                      prefix=f"previews/view{k:02d}-step", offset=k * params.steps),
     )
 
 

@@ -9,14 +9,15 @@ import numpy as np
 import torch
 
 from backend.diffusion.conditioning import control_images, load_camera, load_passes, resized
-from backend.diffusion.steps import step_callback
+from backend.diffusion.family_calls import Prompting, prompt_kwargs, step_kwargs
+from backend.diffusion.guided_call import guided_call
 from backend.imaging.color import linear_to_srgb, srgb_to_linear
 from backend.imaging.control import conditioning_rgb
 from backend.imaging.exr import write_exr
 from backend.imaging.image_io import write_png
 from backend.imaging.map_files import provenance
 from backend.imaging.passes import ScenePasses
-from backend.models import controlnet_role
+from backend.models import check_size
 from backend.tasks import job_options
 from backend.tasks.context import JobContext
 from contract.tasks import RenderOutputs, RenderParams
@@ -30,38 +31,40 @@ def run(ctx: JobContext, params: RenderParams) -> RenderOutputs:
                                 params.height, params.normal_encoding, params.canny_low, params.canny_high)
 
     base = ctx.registry.resolve("text_to_image", params.model or None)
-    control_specs = [ctx.registry.resolve(controlnet_role(c.kind, base.family), c.model or None) for c in controls]
+    check_size(base.family, params.width, params.height)
+    control_specs = [ctx.registry.control(c.kind, base.family, c.model or None) for c in controls]
+    plan = guided_call(base.family, controls, control_specs, params.img2img)  # before anything loads
     seed = ctx.seed(params.seed)
     ctx.record_models(commercial=params.commercial, text_to_image=base, controlnets=control_specs)
-    options = job_options.prepare(ctx, base, params)
+    options = job_options.prepare(ctx, base, params, params.negative_prompt)
     with ctx.timed("load_s"):
-        pipe = job_options.controlnet_pipeline(ctx, options, base, control_specs, img2img=params.img2img)
+        if control_specs:
+            pipe = job_options.controlnet_pipeline(ctx, options, base, control_specs, img2img=params.img2img)
+        else:  # img2img from the render alone
+            options.attach(ctx.models.text_to_image(base))
+            pipe = ctx.models.variant_pipeline(base, plan.variant)
     ctx.check_cancelled()
 
     # 1 x H x W x 3 each: diffusers reads a bare H x W x 3 array as a batch of H images.
     images = [conditioning_rgb(conditions[kind])[None] for kind in kinds]
     total = max(1, int(params.steps * params.strength)) if params.img2img else params.steps
     kwargs: dict[str, Any] = dict(
-        prompt=params.prompt, negative_prompt=params.negative_prompt or None,
-        num_inference_steps=params.steps, guidance_scale=params.guidance,
+        **prompt_kwargs(pipe, base.family, Prompting(params.prompt, params.negative_prompt, params.guidance)),
+        num_inference_steps=params.steps, width=params.width, height=params.height,
         generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np",
-        controlnet_conditioning_scale=[c.weight for c in controls],
-        control_guidance_start=[c.start for c in controls], control_guidance_end=[c.end for c in controls],
-        callback_on_step_end=step_callback(ctx, base.family, total, params.preview_every),
-        callback_on_step_end_tensor_inputs=["latents"],
+        **step_kwargs(ctx, base.family, total, params.preview_every, (params.width, params.height)),
     )
+    if controls:
+        kwargs.update(plan.control_kwargs(controls, control_specs, images))
     if params.img2img:
         assert passes.combined is not None
         start = np.clip(linear_to_srgb(resized(passes.combined[:, :, :3], params.width, params.height)), 0, 1)
-        kwargs.update(image=start, control_image=images, strength=params.strength)
-    else:
-        kwargs.update(image=images, width=params.width, height=params.height)
-    if len(controls) == 1:  # a single ControlNet takes plain values, not lists
-        for key in ("controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end"):
-            kwargs[key] = kwargs[key][0]
-        kwargs["control_image" if params.img2img else "image"] = images[0]
+        kwargs.update(image=start[None], strength=params.strength)
+        if plan.variant == "inpaint":  # no img2img pipeline: the whole frame is repainted from the start image
+            kwargs["mask_image"] = np.ones((1, params.height, params.width, 1), np.float32)
+    torch.manual_seed(seed)  # SD 3.5's ControlNet pipeline samples the control latents from torch's own generator
     with ctx.timed("generate_s"), options.running([pipe], seed) as extra:
-        result = pipe(**kwargs, **extra).images[0]
+        result = pipe(**plan.accepted(pipe, kwargs), **extra).images[0]
     return _write_outputs(ctx, params, seed, base.source, result, passes, conditions, options.scheduler)
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from backend.diffusion.family_calls import Prompting, prompt_kwargs, step_kwargs
 from backend.diffusion.seamless import pipeline_modules, seamless
-from backend.diffusion.steps import step_callback
 from backend.imaging.color import srgb_to_linear
 from backend.imaging.exr import write_exr
 from backend.imaging.image_io import write_png
 from backend.imaging.map_files import provenance, write_map_set
 from backend.imaging.pbr import PbrFilterSettings, derive_maps
 from backend.imaging.tiling import seam_ratio
+from backend.models import check_size
 from backend.tasks import job_options
 from backend.tasks.context import JobContext
 from contract.tasks import TextureOutputs, TextureParams
@@ -19,9 +20,10 @@ from contract.tasks import TextureOutputs, TextureParams
 
 def run(ctx: JobContext, params: TextureParams) -> TextureOutputs:
     spec = ctx.registry.resolve("text_to_image", params.model or None)
+    check_size(spec.family, params.width, params.height)
     seed = ctx.seed(params.seed)
     ctx.record_models(commercial=params.commercial, text_to_image=spec)
-    options = job_options.prepare(ctx, spec, params)
+    options = job_options.prepare(ctx, spec, params, params.negative_prompt)
     with ctx.timed("load_s"):
         pipe = ctx.models.text_to_image(spec)
         options.attach(pipe)
@@ -30,16 +32,14 @@ def run(ctx: JobContext, params: TextureParams) -> TextureOutputs:
     with (ctx.timed("generate_s"), seamless(pipeline_modules(pipe), params.seamless_x, params.seamless_y),
           options.running([pipe], seed) as extra):
         image = pipe(
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt or None,
+            **prompt_kwargs(pipe, spec.family, Prompting(params.prompt, params.negative_prompt, params.guidance)),
             num_inference_steps=params.steps,
-            guidance_scale=params.guidance,
             width=params.width,
             height=params.height,
             generator=torch.Generator(device="cpu").manual_seed(seed),
             output_type="np",
-            callback_on_step_end=step_callback(ctx, spec.family, params.steps, params.preview_every),
-            callback_on_step_end_tensor_inputs=["latents"],
+            **step_kwargs(ctx, spec.family, params.steps, params.preview_every, (params.width, params.height),
+                          (params.seamless_x, params.seamless_y), seed),
             **extra,
         ).images[0]
     png = write_png(ctx.output("texture.png"), image)

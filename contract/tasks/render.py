@@ -86,8 +86,9 @@ class RenderParams(ModelOptions, TaskParams):
         object.__setattr__(self, "controls", [c if isinstance(c, ControlParams) else decode(ControlParams, c, "control")
                                               for c in self.controls])
         active = self.active_controls()
-        if not active:
-            raise ParamError("all control weights are zero: give depth, normal or canny a weight above 0")
+        if not active and not self.img2img:  # img2img alone starts from the Combined pass, unguided
+            raise ParamError("all control weights are zero: give depth, normal or canny a weight above 0, or turn "
+                             "img2img on to start from the render without controls")
         kinds = [c.kind for c in active]
         if len(set(kinds)) != len(kinds):
             raise ParamError(f"each control may appear once, got {', '.join(kinds)}")

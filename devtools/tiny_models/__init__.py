@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from devtools.tiny_models import ip_adapter, lora, single_file
+from devtools.tiny_models import ip_adapter, lora, single_file, transformer_families
 from devtools.tiny_models.diffusion import (
     APPEARANCE_TARGETS,
     CONTROLNET_EMBEDDING_GAIN,
@@ -108,7 +108,8 @@ BUILDERS = ((SD15_DIR, build_sd15), (SDXL_DIR, build_sdxl),
             (INTRINSICS_DIR, build_marigold_intrinsics), (NORMALS_DIR, build_marigold_normals),
             (SHAP_E_DIR, build_shap_e_img2img),
             *((folder, _controlnet_builder(family, salt))
-              for salt, (folder, family) in enumerate(CONTROLNETS.values())))
+              for salt, (folder, family) in enumerate(CONTROLNETS.values())),
+            *transformer_families.BUILDERS)
 
 
 def registry_document() -> dict[str, Any]:
@@ -128,11 +129,13 @@ def registry_document() -> dict[str, Any]:
             **{folder: {"source": folder, "family": family, "kind": "controlnet", "tiny": True}
                for folder, family in CONTROLNETS.values()},
             **{name: entry for extra in EXTRAS for name, entry in extra.REGISTRY_MODELS.items()},
+            **transformer_families.REGISTRY_MODELS,
         },
         "roles": {"text_to_image": SD15_DIR, "intrinsics": INTRINSICS_DIR, "normals": NORMALS_DIR,
                   "image_to_3d": SHAP_E_DIR,
                   **{role: folder for role, (folder, _) in CONTROLNETS.items()},
-                  **{role: name for extra in EXTRAS for role, name in extra.REGISTRY_ROLES.items()}},
+                  **{role: name for extra in EXTRAS for role, name in extra.REGISTRY_ROLES.items()},
+                  **transformer_families.REGISTRY_ROLES},
     }
 
 

@@ -127,7 +127,7 @@ def test_env_override_and_builtin_default(tmp_path: Path, monkeypatch: pytest.Mo
 @pytest.mark.parametrize("content, words", [
     (None, "Cannot read"),
     ("{not json", "not valid JSON"),
-    ('{"models": {"x": {"source": "x", "family": "sd3"}}}', "family 'sd3'"),
+    ('{"models": {"x": {"source": "x", "family": "sd2"}}}', "family 'sd2'"),
     ('{"format": 9}', "unsupported format"),
 ])
 def test_bad_registry_files_name_the_path(tmp_path: Path, content: str | None, words: str) -> None:
@@ -203,7 +203,11 @@ def test_controlnet_style_config_family(tmp_path: Path) -> None:
     ({"_class_name": "ControlNetModel", "cross_attention_dim": 2048, "addition_embed_type": "text_time"}, "sdxl"),
     ({"_class_name": "ControlNetModel", "cross_attention_dim": 1024}, None),  # an SD 2.x ControlNet
     ({"_class_name": "UNet2DConditionModel", "cross_attention_dim": 768}, "sd15"),
-    ({"_class_name": "SD3ControlNetModel", "addition_embed_type": "text_time"}, None),
+    ({"_class_name": "SD3ControlNetModel", "addition_embed_type": "text_time"}, "sd3"),
+    ({"_class_name": "FluxControlNetModel"}, "flux"),
+    ({"_class_name": "QwenImageControlNetModel"}, "qwen_image"),
+    ({"_class_name": "ZImageControlNetModel"}, "z_image"),
+    ({"_class_name": "FluxTransformer2DModel"}, None),  # a transformer alone is no model folder we load
 ])
 def test_config_only_folder_families(tmp_path: Path, config: dict, family: str | None) -> None:
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -252,7 +256,20 @@ def test_make_tiny_is_deterministic(tiny: Path, tmp_path: Path) -> None:
                             "controlnet_depth_sdxl": "controlnet-depth-sdxl-tiny",
                             "controlnet_canny_sdxl": "controlnet-canny-sdxl-tiny",
                             "image_to_3d": "shap-e-img2img-tiny",
-                            "ip_adapter": "ip-adapter-sd15-tiny", "ip_adapter_sdxl": "ip-adapter-sdxl-tiny"}
+                            "ip_adapter": "ip-adapter-sd15-tiny", "ip_adapter_sdxl": "ip-adapter-sdxl-tiny",
+                            # the transformer families' control models (union ones serve depth and canny)
+                            "controlnet_depth_flux": "controlnet-union-flux-tiny",
+                            "controlnet_canny_flux": "controlnet-union-flux-tiny",
+                            "controlnet_normal_flux": "controlnet-normal-flux-tiny",
+                            "controlnet_depth_qwen_image": "controlnet-union-qwen-image-tiny",
+                            "controlnet_canny_qwen_image": "controlnet-union-qwen-image-tiny",
+                            "controlnet_depth_z_image": "controlnet-union-z-image-tiny",
+                            "controlnet_canny_z_image": "controlnet-union-z-image-tiny",
+                            "controlnet_depth_sd3": "controlnet-depth-sd3-tiny",
+                            "controlnet_canny_sd3": "controlnet-canny-sd3-tiny"}
+    assert doc["models"]["controlnet-union-flux-tiny"]["control_modes"] == "canny=0,depth=2"
+    assert doc["models"]["flux-tiny"] == {"source": "flux-tiny", "family": "flux", "kind": "text_to_image",
+                                          "tiny": True}
     assert doc["models"]["controlnet-canny-sdxl-tiny"] == {"source": "controlnet-canny-sdxl-tiny",
                                                            "family": "sdxl", "kind": "controlnet",
                                                            "tiny": True}

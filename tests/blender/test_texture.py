@@ -133,6 +133,18 @@ def test_sdxl_model_by_name(addon, clean_scene):
     assert jobfolder.read_job(_jobs(addon)[-1])["models"]["text_to_image"]["family"] == "sdxl"
 
 
+@pytest.mark.parametrize("model, family", [("flux-tiny", "flux"), ("qwen-image-tiny", "qwen_image")])
+def test_transformer_family_models_by_name(addon, clean_scene, model, family):
+    """The current families go through the same operator, backend and image import as SD 1.5."""
+    cube = _cube()
+    _select(cube)
+    _settings(prompt="marble", model=model, width=64, height=64, steps=2)
+    bpy.ops.scene_diffusion.generate_texture()
+    record = jobfolder.read_job(_jobs(addon)[-1])
+    assert record["status"] == "done" and record["models"]["text_to_image"]["family"] == family
+    assert cube.material_slots and cube.material_slots[0].material is not None
+
+
 # -- the interactive path: the timer drives the job, Blender never waits (fixture `interactive`) ----
 
 

@@ -40,4 +40,8 @@ def test_latent_preview_shape_range_and_bad_shape():
         assert rgb.shape == (8, 6, 3) and rgb.min() >= 0 and rgb.max() <= 1
     assert not np.allclose(latents_to_rgb(latents, "sd15"), latents_to_rgb(latents, "sdxl"))
     with pytest.raises(ValueError, match="latents shaped"):
-        latents_to_rgb(latents[:3], "sd15")
+        latents_to_rgb(latents[:2], "sd15")
+    # 16-channel latents (FLUX.1, SD 3.5): the first three channels, each stretched over its range.
+    wide = np.random.default_rng(1).normal(size=(16, 8, 6)).astype(np.float32)
+    rgb = latents_to_rgb(wide, "flux")
+    assert rgb.shape == (8, 6, 3) and rgb.min() == 0 and rgb.max() == 1

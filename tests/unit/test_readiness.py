@@ -191,3 +191,16 @@ def test_the_cache_recomputes_on_a_change_or_after_its_time(tmp_path):
     assert cache.get(inputs).env.ready is True and cache.computed == 2
     changed = readiness.Inputs(str(python), True, None, "cpu", CPU_CHOICE, str(tmp_path / "hub"))
     assert "set in the preferences" in cache.get(changed).device and cache.computed == 3
+
+
+def test_the_model_menus_offer_every_built_in_text_to_image_model():
+    """addon/model_options.py imports bpy; its BUILTIN_MODELS tuple is read from the source."""
+    import ast
+
+    from backend.models.registry import default_registry
+
+    tree = ast.parse((Path(__file__).parents[2] / "addon" / "model_options.py").read_text(encoding="utf-8"))
+    offered = next(ast.literal_eval(node.value) for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                   and any(getattr(t, "id", "") == "BUILTIN_MODELS" for t in node.targets))
+    backend = default_registry()
+    assert set(offered) == {name for name, spec in backend.models.items() if spec.kind == "text_to_image"}
