@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: `backend` is top level
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/gpu.py's configs
 
 import torch  # noqa: E402
 
@@ -47,24 +48,9 @@ GIB = 1024**3
 
 # --- denoisers: the real models' configs --------------------------------------------------------------------
 
-# stable-diffusion-v1-5/stable-diffusion-v1-5 unet/config.json (as bench/gpu.py)
-SD15_UNET: dict[str, Any] = {
-    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    "cross_attention_dim": 768, "attention_head_dim": 8, "norm_num_groups": 32,
-}
-# stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (as bench/gpu.py)
-SDXL_UNET: dict[str, Any] = {
-    "sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280),
-    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    "attention_head_dim": (5, 10, 20), "transformer_layers_per_block": (1, 2, 10), "cross_attention_dim": 2048,
-    "use_linear_projection": True, "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
-    "projection_class_embeddings_input_dim": 2816, "norm_num_groups": 32,
-}
+# SD 1.5 and SDXL: the UNet configs bench/gpu.py times (stable-diffusion-v1-5, stable-diffusion-xl-base-1.0).
+from gpu import SD15_UNET, SDXL_UNET  # noqa: E402
+
 # black-forest-labs/FLUX.1-dev transformer/config.json (11.9B parameters)
 FLUX_DEV: dict[str, Any] = {
     "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools.tiny_models.diffusion import CONTROLNET_EMBEDDING_GAIN, CONTROLNET_OUT_SCALE
+from devtools.tiny_models.flux import latent16_vae
 from devtools.tiny_models.qwen_image import reinit_linears
 from devtools.tiny_models.qwen_text import QWEN_SIZES, qwen3_text_encoder, qwen_tokenizer
 
@@ -31,33 +32,14 @@ class TinyZImageSizes:
     rope_axes: tuple[int, int, int] = (4, 6, 6)  # (caption/frame, H, W); sums to head_dim like (32, 48, 48)
     layers: int = 1
     refiner_layers: int = 1
-    vae_channels: tuple[int, int, int, int] = (8, 8, 16, 16)  # 4 blocks -> factor 8
-    vae_groups: int = 8
 
 
 Z_IMAGE_SIZES = TinyZImageSizes()
 
 
 def _vae(seed: int) -> Any:
-    import torch
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    n = len(Z_IMAGE_SIZES.vae_channels)
-    vae: Any = AutoencoderKL(
-        block_out_channels=Z_IMAGE_SIZES.vae_channels,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        layers_per_block=1,
-        latent_channels=Z_IMAGE_LATENT_CHANNELS,
-        norm_num_groups=Z_IMAGE_SIZES.vae_groups,
-        sample_size=64,
-        scaling_factor=0.3611,  # the FLUX.1 autoencoder's
-        shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
-    return vae.eval()
+    # Z-Image decodes with the FLUX.1 autoencoder (16 channels, scaling 0.3611, shift 0.1159, no quant convs).
+    return latent16_vae(seed, 0.3611, 0.1159).eval()
 
 
 def _transformer(seed: int) -> Any:

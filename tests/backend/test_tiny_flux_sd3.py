@@ -21,11 +21,11 @@ import diffusers
 import numpy as np
 import pytest
 import torch
+from tiny_inputs import SIZE, init_image, mask, ramp, seeded
 
 from devtools.tiny_models.flux import build_flux, build_flux_controlnet
 from devtools.tiny_models.sd3 import build_sd3, build_sd3_controlnet
 
-SIZE = 64
 STEPS = 2
 STRENGTH = 0.5  # image-to-image / inpainting run int(steps * strength) steps: 4 at 0.5 -> 2
 MAX_FOLDER_BYTES = 5 * 2**20
@@ -118,28 +118,6 @@ def derive(saved: Saved, name: str, **extra: Any) -> Any:
     pipe = cls(**{k: v for k, v in saved.pipe.components.items() if k in accepted}, **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def seeded(seed: int = 7) -> torch.Generator:
-    return torch.Generator("cpu").manual_seed(seed)
-
-
-def ramp(flip: bool = False) -> np.ndarray:
-    """A control image: a horizontal ramp (or its mirror) with a little noise, 1 x H x W x 3 in [0, 1]."""
-    x = np.linspace(0.0, 1.0, SIZE, dtype=np.float32)[::-1 if flip else 1]
-    noise = np.random.default_rng(0).random((SIZE, SIZE, 3), dtype=np.float32) * 0.1
-    return np.clip(np.broadcast_to(x[None, :, None], (SIZE, SIZE, 3)) * 0.9 + noise, 0.0, 1.0)[None]
-
-
-def init_image() -> np.ndarray:
-    return np.random.default_rng(42).random((1, SIZE, SIZE, 3), dtype=np.float32)
-
-
-def mask() -> np.ndarray:
-    """Inpaint the right half: 1 x H x W x 1, 1 = repaint."""
-    m = np.zeros((1, SIZE, SIZE, 1), dtype=np.float32)
-    m[:, :, SIZE // 2:] = 1.0
-    return m
 
 
 def run(pipe: Any, prompt: str = "a red cube", **kwargs: Any) -> np.ndarray:

@@ -33,14 +33,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
+from tiny_inputs import SIZE, init_image, mask, ramp, seeded
 
 from devtools.tiny_models.flux2_klein import build_flux2_klein
 from devtools.tiny_models.qwen_image import build_qwen_image, build_qwen_image_controlnet
 from devtools.tiny_models.qwen_text import QWEN_IMAGE_SYSTEM, qwen_tokenizer
 from devtools.tiny_models.z_image import build_z_image, build_z_image_controlnet
 
-SIZE = 64
 STEPS = 2
 STRENGTH = 0.5  # img2img / inpaint run int(steps * strength) steps: 4 at 0.5 -> 2
 PROMPT, OTHER_PROMPT = "a red cube", "a blue ball"
@@ -110,28 +109,6 @@ def derive(cls: type, pipe: Any, **extra: Any) -> Any:
     out = cls(**kwargs, **extra)
     out.set_progress_bar_config(disable=True)
     return out
-
-
-def seeded(seed: int = 7) -> torch.Generator:
-    return torch.Generator("cpu").manual_seed(seed)
-
-
-def ramp(flip: bool = False) -> np.ndarray:
-    """A control image: a horizontal ramp (or its mirror) with a little noise, 1 x H x W x 3 in [0, 1]."""
-    x = np.linspace(0.0, 1.0, SIZE, dtype=np.float32)[::-1 if flip else 1]
-    noise = np.random.default_rng(0).random((SIZE, SIZE, 3), dtype=np.float32) * 0.1
-    return np.clip(np.broadcast_to(x[None, :, None], (SIZE, SIZE, 3)) * 0.9 + noise, 0.0, 1.0)[None]
-
-
-def init_image() -> np.ndarray:
-    return np.random.default_rng(42).random((1, SIZE, SIZE, 3), dtype=np.float32)
-
-
-def mask() -> np.ndarray:
-    """White (1) = repaint: the right half."""
-    m = np.zeros((1, SIZE, SIZE, 1), dtype=np.float32)
-    m[:, :, SIZE // 2:] = 1.0
-    return m
 
 
 def run(pipe: Any, family: str, prompt: str = PROMPT, **extra: Any) -> np.ndarray:
