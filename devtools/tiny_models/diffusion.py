@@ -94,7 +94,8 @@ def _text_encoder(seed: int, with_projection: bool = False, hidden: int | None =
     return cls(config).eval()
 
 
-def _vae(seed: int, scaling_factor: float) -> Any:
+def _vae(seed: int, scaling_factor: float, latent_channels: int = LATENT_CHANNELS, **extra: Any) -> Any:
+    """The tiny AutoencoderKL (4 blocks: factor 8); ``extra``: other config values (FLUX.1's shift factor ...)."""
     import torch
     from diffusers import AutoencoderKL
 
@@ -105,10 +106,11 @@ def _vae(seed: int, scaling_factor: float) -> Any:
         down_block_types=("DownEncoderBlock2D",) * n,
         up_block_types=("UpDecoderBlock2D",) * n,
         layers_per_block=1,
-        latent_channels=LATENT_CHANNELS,
+        latent_channels=latent_channels,
         norm_num_groups=SIZES.vae_groups,
         sample_size=SIZES.latent_size * 2 ** (n - 1),
         scaling_factor=scaling_factor,
+        **extra,
     )
 
 

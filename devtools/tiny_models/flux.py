@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devtools.tiny_models.diffusion import CONTROLNET_OUT_SCALE, SIZES, _text_encoder
+from devtools.tiny_models.diffusion import CONTROLNET_OUT_SCALE, SIZES, _text_encoder, _vae
 from devtools.tiny_models.t5 import t5_encoder, t5_tokenizer
 from devtools.tiny_models.tokenizer import _tokenizer
 
@@ -52,24 +52,8 @@ FLUX_SIZES = TinyFluxSizes()
 
 def latent16_vae(seed: int, scaling_factor: float, shift_factor: float) -> Any:
     """The FLUX.1 / SD 3 style AutoencoderKL: 16 latent channels, 4 blocks (factor 8), no quant convs."""
-    import torch
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    n = len(SIZES.vae_channels)
-    return AutoencoderKL(
-        block_out_channels=SIZES.vae_channels,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        layers_per_block=1,
-        latent_channels=FLUX_LATENT_CHANNELS,
-        norm_num_groups=SIZES.vae_groups,
-        sample_size=SIZES.latent_size * 2 ** (n - 1),
-        scaling_factor=scaling_factor,
-        shift_factor=shift_factor,
-        use_quant_conv=False,  # as the real FLUX.1 and SD 3 VAEs
-        use_post_quant_conv=False,
-    )
+    return _vae(seed, scaling_factor, latent_channels=FLUX_LATENT_CHANNELS, shift_factor=shift_factor,
+                use_quant_conv=False, use_post_quant_conv=False)  # as the real FLUX.1 and SD 3 VAEs
 
 
 def _transformer_config() -> dict[str, Any]:
