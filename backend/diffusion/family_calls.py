@@ -48,7 +48,7 @@ def negative_prompt_unused(family: str, negative_prompt: str) -> bool:
 
 def token_grid(family: str, width: int, height: int) -> tuple[int, int] | None:
     """Rows and columns of a packing family's latent tokens (FLUX.1, FLUX.2 klein, Qwen-Image); None otherwise."""
-    if family in ("flux", "flux2_klein", "qwen_image"):
+    if family in TRAITS and TRAITS[family].packed:
         return grid_shape(height, width, TRAITS[family].size_multiple)
     return None
 

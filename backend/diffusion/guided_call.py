@@ -22,7 +22,6 @@ from contract.tasks import ControlParams
 
 @dataclass(frozen=True)
 class GuidedCall:
-    family: str
     variant: str  # family_traits.VARIANTS: controlnet, controlnet_img2img, controlnet_inpaint, img2img or inpaint
     call_params: frozenset[str]  # what the variant's __call__ takes
 
@@ -46,10 +45,9 @@ class GuidedCall:
             kwargs["control_mode"] = each(modes)
         return kwargs
 
-    def accepted(self, pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def accepted(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` less what this pipeline does not take (width and height on an img2img pipeline)."""
-        params = inspect.signature(pipe.__call__).parameters
-        return {key: value for key, value in kwargs.items() if key in params}
+        return {key: value for key, value in kwargs.items() if key in self.call_params}
 
 
 def guided_call(family: str, controls: list[ControlParams], specs: list[ModelSpec], img2img: bool,
@@ -81,4 +79,4 @@ def guided_call(family: str, controls: list[ControlParams], specs: list[ModelSpe
         if modes and control.kind not in modes:
             raise invalid(f"the union control model '{spec.name}' has no {control.kind} mode (it has: "
                           f"{', '.join(modes)})", f"turn the {control.kind} control off, or choose another model")
-    return GuidedCall(family, variant, call_params)
+    return GuidedCall(variant, call_params)

@@ -24,6 +24,7 @@ class FamilyTraits:
     control_model: str = ""  # the class a control model folder's config.json names; "": the family has none
     multi_control: str = ""  # what several control models join as; "": one control at a time
     denoiser: str = "unet"  # the pipeline component that denoises: "unet" or "transformer"
+    packed: bool = False  # steps on 2 x 2 patch tokens (B, rows * columns, C * 4), not (B, C, h, w) latents
     # VAE stride x the transformer's patch size: width and height must be multiples of it.
     size_multiple: int = 8
     # model_index.json components without which the pipeline cannot run (a null entry or a missing folder).
@@ -77,6 +78,7 @@ TRAITS: dict[str, FamilyTraits] = {t.family: t for t in (
          "controlnet": "FluxControlNetPipeline", "controlnet_img2img": "FluxControlNetImg2ImgPipeline",
          "controlnet_inpaint": "FluxControlNetInpaintPipeline"},
         control_model="FluxControlNetModel", multi_control="FluxMultiControlNetModel", denoiser="transformer",
+        packed=True,
         size_multiple=16, required=(*_TRANSFORMER, "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"),
         guidance="distilled", flow_matching=True, default_steps=28, default_guidance=3.5,
         # InstantX's union ControlNet: one model, the control kind chosen by its control_mode; Jasper AI's
@@ -88,7 +90,7 @@ TRAITS: dict[str, FamilyTraits] = {t.family: t for t in (
         "flux2_klein", "FLUX.2 klein", "a",
         # No FLUX.2 ControlNet in diffusers 0.42; img2img runs as an inpaint of the whole frame.
         {"text_to_image": "Flux2KleinPipeline", "inpaint": "Flux2KleinInpaintPipeline"},
-        denoiser="transformer", size_multiple=16, required=(*_TRANSFORMER, "text_encoder", "tokenizer"),
+        denoiser="transformer", packed=True, size_multiple=16, required=(*_TRANSFORMER, "text_encoder", "tokenizer"),
         guidance="distilled", flow_matching=True, default_steps=4, default_guidance=1.0),
     FamilyTraits(
         "qwen_image", "Qwen-Image", "a",
@@ -96,7 +98,7 @@ TRAITS: dict[str, FamilyTraits] = {t.family: t for t in (
          "inpaint": "QwenImageInpaintPipeline", "controlnet": "QwenImageControlNetPipeline"},
         # QwenImageMultiControlNetModel holds a single union ControlNet in diffusers 0.42: one control at a time.
         control_model="QwenImageControlNetModel",
-        denoiser="transformer", size_multiple=16, required=(*_TRANSFORMER, "text_encoder", "tokenizer"),
+        denoiser="transformer", packed=True, size_multiple=16, required=(*_TRANSFORMER, "text_encoder", "tokenizer"),
         guidance="true_cfg", flow_matching=True, default_steps=50, default_guidance=4.0,
         control_ids={"depth": "InstantX/Qwen-Image-ControlNet-Union", "canny": "InstantX/Qwen-Image-ControlNet-Union"},
         control_licence="apache-2.0"),

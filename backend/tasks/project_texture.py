@@ -118,7 +118,7 @@ def _generate(ctx: JobContext, params: ProjectTextureParams, meshes: Sequence[Ba
         torch.manual_seed(seed + k)  # SD 3.5's ControlNet pipeline samples control latents from torch's generator
         if inpaint is None or k == 0:
             call.update(plans[0].control_kwargs(*controls, conditions[k]))
-            image = pipe(**plans[0].accepted(pipe, call)).images[0]
+            image = pipe(**plans[0].accepted(call)).images[0]
             kept.append(0.0)
         else:
             assert plans[1] is not None
@@ -126,7 +126,7 @@ def _generate(ctx: JobContext, params: ProjectTextureParams, meshes: Sequence[Ba
                                         k * params.steps, total)
             call.update(plans[1].control_kwargs(*controls, conditions[k]), image=start[None],
                         mask_image=(~known).astype(np.float32)[None, :, :, None], strength=1.0)
-            image = inpaint(**plans[1].accepted(inpaint, call)).images[0]
+            image = inpaint(**plans[1].accepted(call)).images[0]
             image = np.where(known[:, :, None], start, image)  # kept pixels exactly as rendered
             kept.append(round(float(known.mean()), 4))
         generated.append(np.ascontiguousarray(image, dtype=np.float32))

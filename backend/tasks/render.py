@@ -64,7 +64,7 @@ def run(ctx: JobContext, params: RenderParams) -> RenderOutputs:
             kwargs["mask_image"] = np.ones((1, params.height, params.width, 1), np.float32)
     torch.manual_seed(seed)  # SD 3.5's ControlNet pipeline samples the control latents from torch's own generator
     with ctx.timed("generate_s"), options.running([pipe], seed) as extra:
-        result = pipe(**plan.accepted(pipe, kwargs), **extra).images[0]
+        result = pipe(**plan.accepted(kwargs), **extra).images[0]
     return _write_outputs(ctx, params, seed, base.source, result, passes, conditions, options.scheduler)
 
 

@@ -30,7 +30,6 @@ FAMILY_MODELS = {"flux": "flux-tiny", "flux2_klein": "flux2-klein-tiny", "qwen_i
                  "z_image": "z-image-tiny", "sd3": "sd3-tiny"}
 SIZE = 64
 STEPS = 3
-SEAMS: dict[str, dict[str, float]] = {}  # family -> seam figures, printed at the end of the module
 
 
 def _run(engine: Any, root: Path, task: str, request: dict[str, Any], inputs: dict[str, Path] | None = None
@@ -57,9 +56,9 @@ def test_seamless_texture_per_family(engine, tmp_path: Path, family: str) -> Non
     record = jobfolder.read_job(next((tmp_path / "seamless").iterdir()))
     assert record["models"]["text_to_image"]["family"] == family
     assert record["options"]["scheduler"] == "model"  # flow matching: the model's own scheduler
-    SEAMS.setdefault(family, {}).update({
-        "plain seam x": plain.info["seam_ratio_x"], "plain seam y": plain.info["seam_ratio_y"],
-        "seamless seam x": tiled.info["seam_ratio_x"], "seamless seam y": tiled.info["seam_ratio_y"]})
+    # The edge-continuity figures the README quotes (run with -s); random weights make them say little.
+    print(f"seam ratio {family}: plain {plain.info['seam_ratio_x']:.2f} / {plain.info['seam_ratio_y']:.2f}, "
+          f"seamless {tiled.info['seam_ratio_x']:.2f} / {tiled.info['seam_ratio_y']:.2f}")
 
 
 def _start_latents(pipe: Any, family: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,17 +100,11 @@ def test_rolling_the_start_latents_rolls_the_seamless_image(tiny_models, family:
     errors = {}
     for wrap in (False, True):
         errors[wrap] = float(np.abs(np.roll(generate(start, wrap), (16, 16), (0, 1)) - generate(shifted, wrap)).mean())
-    SEAMS.setdefault(family, {}).update({"plain shift error": errors[False], "seamless shift error": errors[True]})
+    print(f"shift error {family}: plain {errors[False]:.4f}, seamless {errors[True]:.4f}")  # the README's figures
     assert errors[True] < 0.1 * errors[False], errors
     # The cached VAE is plain again afterwards (Qwen-Image's causal 3D convolutions too).
     assert not any(vars(m).get("forward") or vars(m).get("_conv_forward")
                    for network in pipeline_modules(pipe) for m in network.modules())
-
-
-def test_report_the_seam_figures() -> None:
-    """Not a check: prints the figures the README quotes (run with -s)."""
-    for family, figures in SEAMS.items():
-        print(f"seam {family}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
 
 
 def _render(engine: Any, root: Path, passes_dir: Path, family: str, **request: Any) -> tuple[Any, Path]:  # noqa: F811
