@@ -29,7 +29,10 @@ class EngineOptions:
 
     def make(self, user_models: str | None = None) -> Engine:
         """The engine: device and memory mode picked, registry read; loads no weights."""
+        from backend.projection.warm import warm_in_background
         from backend.runner import make_engine
 
-        return make_engine(self.device, self.precision, self.registry, self.allow_download, self.allow_unsafe,
-                           self.vram_budget, user_models)
+        engine = make_engine(self.device, self.precision, self.registry, self.allow_download, self.allow_unsafe,
+                             self.vram_budget, user_models)
+        warm_in_background()  # a server: its first bake should not wait for numba
+        return engine

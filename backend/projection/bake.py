@@ -1,10 +1,11 @@
 """Project images from cameras onto one object's UV map: blend the views, fill what none saw, pad the islands.
 
-Steps (all numpy / OpenCV, no Blender):
+Steps (numpy, OpenCV and numba-compiled loops, no Blender):
 1. ``surface`` (``backend.projection.surface``): rasterize the object's triangles in UV space and interpolate
    the world position and normal of every covered texel from the evaluated mesh's corners; cached by the
    mesh's content, so the later bakes of sequential generation reuse it.
-2. For every view (``view_samples``): project those positions into the camera (``backend.projection.camera``),
+2. For every view (``backend.projection.view_kernel``, one compiled pass over the texels): drop the triangles
+   that certainly show the camera nothing, project the texels into the camera (``backend.projection.camera``'s rules),
    keep the texels the view really sees (frame, clip range, facing, depth pass), and sample the view's image
    bilinearly there (a texel is seen when its depth matches the depth pass at the pixel it lands in, within
    ``projection.slack``: behind it, it is occluded; in front of it, the pixel shows another surface). Each
@@ -42,15 +43,13 @@ import numpy as np
 from backend.projection.camera import (
     Projection,
     facing,
-    map_subset,
-    pixel_map,
     project,
-    remap_points,
     sample,
     slack,
 )
 from backend.projection.fill import PaddingPlan, apply_padding, fill_holes, pad_islands, padding_plan
-from backend.projection.surface import CHUNK, Surface, in_chunks, surface
+from backend.projection.surface import Surface, surface
+from backend.projection.view_kernel import CameraParams, Weighting, add_view, kept_triangles, normalize
 from contract.formats.camera import CameraInfo
 from contract.formats.surface import BakeMesh
 from contract.tasks import MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE
@@ -99,72 +98,31 @@ class BakeResult:
         return float((self.seen & self.island).sum()) / covered if covered else 0.0
 
 
-def _depth_corners(depth: np.ndarray) -> np.ndarray:
-    """H x W x 2: minimum and maximum of each pixel's 2 x 2 block with its right and lower neighbours - the
-    pixels a bilinear sample between them reads."""
-    z = np.ascontiguousarray(depth, dtype=np.float32)
-    kernel = np.ones((2, 2), np.uint8)
-    # A 2 x 2 kernel anchored at its top-left corner covers (row, col) to (row + 1, col + 1).
-    return np.dstack([cv2.erode(z, kernel, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE),
-                      cv2.dilate(z, kernel, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)])
-
-
-def _culled(surf: Surface, camera: CameraInfo) -> np.ndarray:
-    """T bool: triangles that certainly show the camera nothing - every corner beyond one side of the frame
-    or of the clip range, or back-facing everywhere. Both tests are exact for a whole triangle: planar depth
-    and the frame's edges are affine over it, and with interpolated normals the sign of n(b) . (C - p(b)) is
-    a sum of b_i b_j n_i . (C - p_j) with b >= 0, negative when all nine terms are."""
-    corners = surf.corner_positions.reshape(-1, 3).T
-    proj = project(camera, corners)
-    fx, fy, depth = (a.reshape(-1, 3) for a in (proj.fx, proj.fy, proj.depth))
-    culled = (depth < camera.clip_start).all(axis=1) | (depth > camera.clip_end).all(axis=1)
-    in_front = (depth > 1e-9).all(axis=1)  # a corner behind a perspective camera flips its projection
-    culled |= in_front & ((fx < 0).all(axis=1) | (fx > 1).all(axis=1) | (fy < 0).all(axis=1) | (fy > 1).all(axis=1))
-    normals = surf.corner_normals
-    if camera.type == "ORTHO":
-        back = camera.rotation()[:, 2].astype(np.float32)
-        culled |= (normals @ back < 0).all(axis=1)
-    else:
-        # [t, i, j] = n_i . (C - p_j) = n_i . C - n_i . p_j, the second term computed once per surface
-        toward = normals.astype(np.float64) @ camera.location()  # T x 3: n_i . C
-        culled |= (toward[:, :, None] < surf.normal_dot_corner).all(axis=(1, 2))
-    return culled
-
-
 @dataclass
 class _PreparedView:
-    """What every chunk of texels reads of one view, computed once."""
+    """What the kernel reads of one view."""
 
     view: BakeView
-    image: np.ndarray  # H x W x 4 float32, contiguous: colour and coverage (1 where the view has none)
+    image: np.ndarray  # H x W x 3 or 4 float32, contiguous (a 4th channel: coverage)
     keep: np.ndarray  # T bool: triangles not culled
-    corners: np.ndarray | None  # the depth pass's 2 x 2 minimum and maximum (see _depth_corners)
-
-
-def _view_arrays(view: BakeView) -> tuple[np.ndarray, np.ndarray | None]:
-    """What a view's chunks read that does not depend on the surface: (its image as H x W x 4 float32, the
-    depth pass's 2 x 2 minimum and maximum or None)."""
-    image = np.asarray(view.image)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise BakeError(f"view '{view.name}': the image must be H x W x 3 or 4, got shape {image.shape}")
-    if image.shape[2] == 3:  # coverage 1: every chunk then samples colour and coverage in one remap
-        image = cv2.merge([*cv2.split(image.astype(np.float32, copy=False)), np.ones(image.shape[:2], np.float32)])
-    image = np.ascontiguousarray(image, dtype=np.float32)
-    return image, _depth_corners(view.depth) if view.depth is not None else None
+    depth: np.ndarray | None  # the depth pass, float32, contiguous
 
 
 def _prepare(surf: Surface, view: BakeView) -> _PreparedView:
-    image, corners = _view_arrays(view)
-    return _PreparedView(view, image, _kept(surf, view.camera), corners)
+    image = np.asarray(view.image)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise BakeError(f"view '{view.name}': the image must be H x W x 3 or 4, got shape {image.shape}")
+    depth = None if view.depth is None else np.ascontiguousarray(view.depth, dtype=np.float32)
+    return _PreparedView(view, np.ascontiguousarray(image, dtype=np.float32), _kept(surf, view.camera), depth)
 
 
 def _kept(surf: Surface, camera: CameraInfo) -> np.ndarray:
-    """T bool: the triangles ``_culled`` keeps, kept with the surface per camera (sequential generation
+    """T bool: the triangles ``kept_triangles`` keeps, kept with the surface per camera (sequential generation
     bakes the earlier views again at every step)."""
     key = repr(sorted(camera.to_dict().items()))
     keep = surf.kept.get(key)
     if keep is None:
-        keep = ~_culled(surf, camera)
+        keep = kept_triangles(surf.corner_positions, surf.corner_normals, CameraParams.of(camera))
         keep.setflags(write=False)
         if len(surf.kept) >= KEPT_CAMERAS:  # a cached surface outlives jobs: its masks must not pile up
             surf.kept.clear()
@@ -175,7 +133,7 @@ def _kept(surf: Surface, camera: CameraInfo) -> np.ndarray:
 def _candidates(surf: Surface, camera: CameraInfo, keep: np.ndarray,
                 part: slice) -> tuple[np.ndarray, Projection, np.ndarray]:
     """Texels of ``part`` in the frame and clip range and facing the camera: (their indices within the part,
-    projection, cosine). ``keep``: the triangles _culled did not rule out."""
+    projection, cosine). ``keep``: the triangles kept_triangles did not rule out."""
     index = np.flatnonzero(keep[surf.raster.triangles[part]])
     # One 1-D take per axis: three times faster than fancy-indexing the 3 x N block.
     positions = [np.take(surf.positions[axis, part], index) for axis in range(3)]
@@ -186,55 +144,6 @@ def _candidates(surf: Surface, camera: CameraInfo, keep: np.ndarray,
     return index[live], projection.subset(live), cosine[live]
 
 
-def _samples(surf: Surface, prepared: _PreparedView, settings: BakeSettings,
-             part: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One view over the texels of ``part``: (indices within the part of the texels it sees, their colour
-    K x 4 (the 4th column: the image's coverage), their weight K > 0)."""
-    view = prepared.view
-    index, proj, cosine = _candidates(surf, view.camera, prepared.keep, part)
-    weight = np.minimum(cosine, np.float32(1.0))
-    if settings.blend_exponent != 1.0:
-        weight **= np.float32(settings.blend_exponent)
-    count = len(index)
-    image = prepared.image
-    straddles = np.zeros(count, dtype=bool)
-    points = pixel_map(proj, image.shape[1], image.shape[0])
-    if view.depth is not None and prepared.corners is not None:
-        height, width = view.depth.shape[:2]
-        at = points if (height, width) == image.shape[:2] else pixel_map(proj, width, height)
-        z = remap_points(view.depth, at, count, cv2.INTER_NEAREST)
-        # Nearest at half a pixel up-left = the top-left pixel of the 2 x 2 block a bilinear sample reads.
-        block = remap_points(prepared.corners, at - np.float32(0.5), count, cv2.INTER_NEAREST)
-        allowed = slack(proj, cosine, settings.depth_tolerance)
-        # Block pixels nearer or farther than the slack: a bilinear sample there mixes two surfaces.
-        near, far = proj.depth - 2 * allowed, proj.depth + 2 * allowed
-        straddles = (block[:, 0] < near) | (block[:, 1] > far)
-        weight[straddles] *= np.float32(EDGE_WEIGHT)
-        # Behind the pixel's surface: occluded. In front of it: the texel's surface does not reach that
-        # pixel's centre (a silhouette), so the pixel shows something else. Either way, not this view's.
-        z -= proj.depth
-        weight[np.abs(z) > allowed] = 0.0
-    border = np.minimum(np.minimum(proj.fx, 1.0 - proj.fx), np.minimum(proj.fy, 1.0 - proj.fy))
-    border *= np.float32(1.0 / BORDER_FEATHER)
-    weight *= np.clip(border, EDGE_WEIGHT, 1.0, out=border)
-    # The image at every candidate with the depth pass's map (few fail the depth test), then only the
-    # texels the view sees are kept: compacting the colours is cheaper than a second map and projection.
-    values = remap_points(image, points, count)
-    live = np.flatnonzero(weight > 0)
-    index, weight, values = index[live], weight[live], _items(values)[live].view(np.float32).reshape(-1, 4)
-    edge = np.flatnonzero(straddles[live])
-    if len(edge):  # the nearest pixel passed the depth test: it shows this surface, its neighbours may not
-        values[edge] = remap_points(image, map_subset(points, live[edge]), len(edge), cv2.INTER_NEAREST)
-    weight *= np.clip(values[:, 3], 0.0, 1.0)
-    return index, values, weight
-
-
-def view_samples(surf: Surface, view: BakeView, settings: BakeSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One view over all the surface's texels: (indices of the texels it sees, their colour K x 3, weight K > 0)."""
-    index, values, weight = _samples(surf, _prepare(surf, view), settings, slice(0, surf.positions.shape[1]))
-    return index, values[:, :3], weight
-
-
 def bake(mesh: BakeMesh, views: Sequence[BakeView], settings: BakeSettings) -> BakeResult:
     """Bake ``views`` onto ``mesh``'s UV map (see the module docstring)."""
     return bake_surface(surface(mesh, settings.size), views, settings)
@@ -242,41 +151,16 @@ def bake(mesh: BakeMesh, views: Sequence[BakeView], settings: BakeSettings) -> B
 
 def bake_surface(surf: Surface, views: Sequence[BakeView], settings: BakeSettings) -> BakeResult:
     size = settings.size
-    count = surf.positions.shape[1]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        prepared = list(pool.map(lambda view: _prepare(surf, view), views))
-    # Per texel (colour, seen): the texture's RGBA at the island texels before fill and padding.
-    texels = np.zeros((count, 4), dtype=np.float32)
-
-    def blend(first: int) -> list[int]:
-        """All views over one chunk of texels: their weighted average, written into the chunk's slice."""
-        part = slice(first, min(first + CHUNK, count))
-        sums = np.zeros((part.stop - part.start, 4), dtype=np.float32)  # (colour * weight, weight) summed
-        used = []
-        for view in prepared:
-            index, values, weight = _samples(surf, view, settings, part)
-            for channel in range(3):  # column by column: a broadcast over rows of 4 is several times slower
-                values[:, channel] *= weight
-            values[:, 3] = weight
-            # Each row as one 16-byte item: one gather and one scatter per view instead of one per channel
-            # (a view lists each texel once: no repeated indices).
-            got = _items(sums)[index]
-            got4 = got.view(np.float32).reshape(-1, 4)
-            got4 += values
-            _items(sums)[index] = got
-            used.append(len(index))
-        weights = sums[:, 3]
-        seen = weights > 0
-        for channel in range(3):
-            np.divide(sums[:, channel], weights, out=texels[part, channel], where=seen)
-        texels[part, 3] = seen
-        return used
-
-    per_chunk = in_chunks(blend, count)
-    view_texels = [sum(used[k] for used in per_chunk) for k in range(len(views))]
-
+    prepared = [_prepare(surf, view) for view in views]
+    weighting = Weighting(settings.blend_exponent, settings.depth_tolerance, EDGE_WEIGHT, BORDER_FEATHER)
+    # Per texel (colour x weight, weight) summed over the views, then (colour, seen): the texture's RGBA at
+    # the island texels before fill and padding.
     texture = np.zeros((size * size, 4), dtype=np.float32)
-    _items(texture)[surf.raster.texels] = _items(texels)
+    raster = surf.raster
+    view_texels = [add_view(surf.positions, surf.normals, raster.triangles, raster.texels, view.keep,
+                            CameraParams.of(view.view.camera), view.image, view.depth, weighting, texture)
+                   for view in prepared]
+    normalize(texture, raster.texels)
     texture = texture.reshape(size, size, 4)
     island = surf.island
     seen = texture[:, :, 3] > 0

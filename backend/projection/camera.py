@@ -151,15 +151,6 @@ def pixel_map(projection: Projection, width: int, height: int, shift: float = 0.
     return out.reshape(rows, MAP_COLUMNS, 2)
 
 
-def map_subset(points: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """The ``pixel_map`` of the points ``index`` of another one."""
-    chosen = points.reshape(-1, 2)[index]
-    rows = max(1, -(-len(index) // MAP_COLUMNS))
-    out = np.zeros((rows * MAP_COLUMNS, 2), dtype=np.float32)
-    out[:len(index)] = chosen
-    return out.reshape(rows, MAP_COLUMNS, 2)
-
-
 def remap_points(image: np.ndarray, points: np.ndarray, count: int,
                  interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     """Samples of an H x W (x C) float32 image at the ``count`` points of a ``pixel_map``: N (x C) float32."""

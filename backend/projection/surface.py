@@ -8,22 +8,20 @@ content: the later bakes of sequential generation (the same objects once per vie
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
+import numba
 import numpy as np
 
 from backend.projection.uv_raster import UVRaster, rasterize_uv
+from backend.projection.view_kernel import readonly
 from contract.formats.surface import BakeMesh
 
 if TYPE_CHECKING:  # a type only: releasing the cache (Engine.release) needs no OpenCV
     from backend.projection.fill import PaddingPlan
-
-_T = TypeVar("_T")
-CHUNK = 1 << 18  # texels handled at once: each temporary array of a chunk is 1 MB, not 16
 
 
 @dataclass
@@ -36,15 +34,11 @@ class Surface:
     corner_positions: np.ndarray  # T x 3 x 3 float32: the mesh's triangles, for culling whole triangles
     corner_normals: np.ndarray  # T x 3 x 3 float32
     island: np.ndarray = field(init=False, repr=False)  # size x size bool: the raster's mask
-    # T x 3 x 3 float64, [t, i, j] = n_i . p_j of triangle t: the view-independent half of _culled's test
-    normal_dot_corner: np.ndarray = field(init=False, repr=False)
     padding_plans: dict[int, PaddingPlan] = field(init=False, repr=False, default_factory=dict)  # by padding
     kept: dict[str, np.ndarray] = field(init=False, repr=False, default_factory=dict)  # by camera (_kept)
 
     def __post_init__(self) -> None:
         self.island = self.raster.mask()
-        self.normal_dot_corner = np.matmul(self.corner_normals.astype(np.float64),
-                                           self.corner_positions.astype(np.float64).transpose(0, 2, 1))
 
 
 def surface(mesh: BakeMesh, size: int) -> Surface:
@@ -61,7 +55,7 @@ def surface(mesh: BakeMesh, size: int) -> Surface:
     made = make_surface(mesh, size)
     # Shared by every bake of this mesh: nobody may change them (corner_normals is the mesh's own array).
     for array in (made.raster.texels, made.raster.triangles, made.raster.bary, made.positions, made.normals,
-                  made.corner_positions, made.island, made.normal_dot_corner):
+                  made.corner_positions, made.island):
         array.setflags(write=False)
     with _CACHE_LOCK:
         _SURFACES[key] = made
@@ -101,46 +95,25 @@ def make_surface(mesh: BakeMesh, size: int) -> Surface:
     count = len(raster.triangles)
     positions = np.empty((3, count), dtype=np.float32)
     normals = np.empty((3, count), dtype=np.float32)
-    mesh_corners = mesh.corner_positions  # a property that gathers: once
-    corner_positions = [[np.ascontiguousarray(mesh_corners[:, k, axis]) for axis in range(3)] for k in range(3)]
-    corner_normals = [[np.ascontiguousarray(mesh.normals[:, k, axis]) for axis in range(3)] for k in range(3)]
-
-    # rasterize_uv lists the texels triangle by triangle (``triangles`` never decreases), so a chunk's
-    # per-texel corner values are each triangle's value repeated over its run: np.repeat, faster than
-    # np.take here although it holds the GIL.
-    runs = bool(count) and bool(np.all(raster.triangles[1:] >= raster.triangles[:-1]))
-
-    def fill(first: int) -> None:
-        part = slice(first, min(first + CHUNK, count))
-        triangles = raster.triangles[part]
-        weights = [raster.bary[k, part] for k in range(3)]
-        low = int(triangles[0])
-        lengths = np.bincount(triangles - low) if runs else np.zeros(0, np.int64)
-        span = slice(low, low + len(lengths))
-
-        def spread(values: np.ndarray) -> np.ndarray:
-            return np.repeat(values[span], lengths) if runs else np.take(values, triangles)
-
-        for out, corners in ((positions, corner_positions), (normals, corner_normals)):
-            for axis in range(3):  # barycentric interpolation: exact on a flat triangle
-                row = out[axis, part]
-                np.multiply(spread(corners[0][axis]), weights[0], out=row)
-                row += spread(corners[1][axis]) * weights[1]
-                row += spread(corners[2][axis]) * weights[2]
-        n = normals[:, part]
-        n /= np.maximum(np.sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]), np.float32(1e-12))
-
-    in_chunks(fill, count)
+    mesh_corners = np.ascontiguousarray(mesh.corner_positions, dtype=np.float32)  # a property that gathers: once
+    corner_normals = np.ascontiguousarray(mesh.normals, dtype=np.float32)
+    _interpolate(*(readonly(a) for a in (raster.triangles, raster.bary, mesh_corners, corner_normals)), positions,
+                 normals)
     return Surface(raster, positions, normals, mesh_corners, mesh.normals)
 
 
-def in_chunks(work: Callable[[int], _T], count: int) -> list[_T]:
-    """``work(first)`` for first = 0, CHUNK, 2 CHUNK, ... < count, on two threads (numpy and OpenCV release the
-    GIL). Chunks keep the temporaries of every element-wise step at a few MB: 4 views over 4.2 M texels on one
-    thread took 0.80 s in chunks of 2^14 texels, 0.56 s of 2^16, 0.51 s of 2^18, 0.67 s of 2^20. Each chunk
-    writes only its own slice of the outputs, so the threads never write the same memory."""
-    starts = range(0, count, CHUNK)
-    if len(starts) <= 1:
-        return [work(first) for first in starts]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(work, starts))
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _interpolate(triangles, bary, corner_positions, corner_normals, positions, normals):  # type: ignore[no-untyped-def]
+    """Barycentric interpolation at every texel (exact on a flat triangle), normals then made unit length."""
+    for i in numba.prange(len(triangles)):
+        t = triangles[i]
+        b0, b1, b2 = bary[0, i], bary[1, i], bary[2, i]
+        for axis in range(3):
+            positions[axis, i] = (corner_positions[t, 0, axis] * b0 + corner_positions[t, 1, axis] * b1
+                                  + corner_positions[t, 2, axis] * b2)
+            normals[axis, i] = (corner_normals[t, 0, axis] * b0 + corner_normals[t, 1, axis] * b1
+                                + corner_normals[t, 2, axis] * b2)
+        length = max(np.float32(math.sqrt(normals[0, i] ** 2 + normals[1, i] ** 2 + normals[2, i] ** 2)),
+                     np.float32(1e-12))
+        for axis in range(3):
+            normals[axis, i] /= length
