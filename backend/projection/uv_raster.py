@@ -10,7 +10,7 @@ Scanline, compiled (numba): on every texel row of a triangle the covered columns
 the three edge functions at once. A first pass counts each triangle's texels, a second writes them at
 their triangle's offset, both in parallel over triangles; the texels come out triangle by triangle, as
 interpolation and the bake's memory access want them. Only covered texels are ever generated, so the work
-is proportional to the output (a 2048^2 texture of 100k triangles: 0.3 s in numpy, see ``bench/bake.py``).
+is proportional to the output (``bench/bake.py``'s 2048^2 texture of 100k triangles: 0.05 s; 0.3 s as numpy).
 """
 
 from __future__ import annotations

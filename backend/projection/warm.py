@@ -1,9 +1,9 @@
 """Compile the bake's kernels in the background when a backend starts, so the first bake does not wait.
 
 numba compiles each kernel on its first call in a process (about 13 s for all of them on 2 cores) or loads
-it from its cache beside the code (about 0.6 s); a one-triangle bake in a daemon thread at start-up does
-either before the artist's first projection arrives. A job that needs a kernel meanwhile waits for
-numba's compiler lock rather than compiling it twice.
+it from its cache beside the code (about 1 s with numba's import); a one-triangle bake in a daemon thread
+at start-up does either before the artist's first projection arrives. A job that needs a kernel meanwhile
+waits for numba's compiler lock rather than compiling it twice.
 """
 
 from __future__ import annotations

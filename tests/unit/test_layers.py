@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = ("__init__.py", "contract", "addon", "operators", "panels", "backend")
 BLENDER = frozenset({"bpy", "bmesh", "mathutils", "bpy_extras", "gpu", "gpu_extras", "bl_math", "blf", "bgl",
                      "aud", "imbuf", "idprop", "freestyle"})
-HEAVY = frozenset({"torch", "diffusers", "transformers", "accelerate", "cv2", "OpenEXR", "trimesh"})
+HEAVY = frozenset({"torch", "diffusers", "transformers", "accelerate", "cv2", "OpenEXR", "trimesh", "numba"})
 ML = frozenset({"torch", "diffusers", "transformers", "accelerate"})
 ADDON_SIDE = frozenset({"addon", "operators", "panels"})
 PANEL_IO = frozenset({"subprocess", "shutil", "socket"})
